@@ -1,0 +1,30 @@
+"""Cost of a response from its normalized usage and the route's price (USD per 1M tokens)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sluice.config import Price
+
+
+def response_cost(usage: dict[str, Any], price: Price | None) -> float | None:
+    """USD; None when the route has no price (an ad-hoc `provider/model` route).
+
+    Cached reads are billed at `cached_input` and cache writes at `cache_write`, each falling back
+    to the input price; `input_tokens` includes both, so they are taken out of the full-price part.
+    """
+    if price is None:
+        return None
+    details = usage["input_tokens_details"]
+    cached = details["cached_tokens"]
+    created = details["cached_tokens_created"]
+    uncached = max(usage["input_tokens"] - cached - created, 0)
+    cached_price = price.cached_input if price.cached_input is not None else price.input
+    write_price = price.cache_write if price.cache_write is not None else price.input
+    total = (
+        uncached * price.input
+        + cached * cached_price
+        + created * write_price
+        + usage["output_tokens"] * price.output
+    )
+    return round(total / 1_000_000, 10)

@@ -1,0 +1,117 @@
+"""The Response object clients receive: echo of the request, upstream result, gateway fields.
+
+One function, `finalize`, builds it for both the streaming and the non-streaming path, so a
+stream's terminal event and the non-streaming body cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sluice.canonical.request import ParsedRequest
+
+# Request fields a Response echoes back, with the value OpenAI reports when the request omits them.
+_ECHO_DEFAULTS: dict[str, Any] = {
+    "instructions": None,
+    "max_output_tokens": None,
+    "max_tool_calls": None,
+    "metadata": {},
+    "parallel_tool_calls": True,
+    "previous_response_id": None,
+    "prompt_cache_key": None,
+    "prompt_cache_retention": None,
+    "reasoning": None,
+    "safety_identifier": None,
+    "service_tier": None,
+    "store": True,
+    "temperature": None,
+    "text": {"format": {"type": "text"}},
+    "tool_choice": "auto",
+    "tools": [],
+    "top_logprobs": None,
+    "top_p": None,
+    "truncation": "disabled",
+    "user": None,
+    "background": False,
+}
+
+
+def empty_usage() -> dict[str, Any]:
+    return normalize_usage(None)
+
+
+def normalize_usage(usage: dict[str, Any] | None) -> dict[str, Any]:
+    """Usage in the canonical shape, every counter present.
+
+    `input_tokens` counts every prompt token, cached ones included (OpenAI's convention);
+    `cached_tokens` were read from a prompt cache, `cached_tokens_created` written to one.
+    """
+    usage = usage or {}
+    details = usage.get("input_tokens_details") or {}
+    out_details = usage.get("output_tokens_details") or {}
+    input_tokens = int(usage.get("input_tokens") or 0)
+    output_tokens = int(usage.get("output_tokens") or 0)
+    created = details.get("cached_tokens_created")
+    if created is None:
+        created = details.get("cache_write_tokens") or 0
+    normalized: dict[str, Any] = {
+        "input_tokens": input_tokens,
+        "input_tokens_details": {"cached_tokens": int(details.get("cached_tokens") or 0),
+                                 "cached_tokens_created": int(created)},
+        "output_tokens": output_tokens,
+        "output_tokens_details": {"reasoning_tokens": int(out_details.get("reasoning_tokens") or 0)},
+        "total_tokens": int(usage.get("total_tokens") or input_tokens + output_tokens),
+    }
+    if usage.get("tool_calls"):
+        normalized["tool_calls"] = usage["tool_calls"]
+    return normalized
+
+
+def echo(parsed: ParsedRequest) -> dict[str, Any]:
+    """The request fields a Response reports, as the client sent them."""
+    raw = parsed.raw
+    fields = {key: raw.get(key, default) if raw.get(key) is not None else default
+              for key, default in _ECHO_DEFAULTS.items()}
+    if fields["prompt_cache_retention"] == "in-memory":
+        fields["prompt_cache_retention"] = "in_memory"
+    return fields
+
+
+def skeleton(parsed: ParsedRequest, response_id: str, model: str, created_at: int) -> dict[str, Any]:
+    """The in-progress Response carried by `response.created` / `response.in_progress`."""
+    return {
+        "id": response_id,
+        "object": "response",
+        "created_at": created_at,
+        "status": "in_progress",
+        "completed_at": None,
+        "error": None,
+        "incomplete_details": None,
+        "model": model,
+        "output": [],
+        **echo(parsed),
+        "usage": None,
+    }
+
+
+def finalize(
+    parsed: ParsedRequest,
+    result: dict[str, Any],
+    *,
+    response_id: str,
+    model: str,
+    created_at: int,
+) -> dict[str, Any]:
+    """Merge an upstream result (status, output, usage, ...) into the client's Response."""
+    response = skeleton(parsed, response_id, model, created_at)
+    for key, value in result.items():
+        if key not in ("id", "object", "model", "created_at", "usage", "cost"):
+            response[key] = value
+    status = response.get("status")
+    if status in (None, "in_progress"):
+        response["status"] = status = "completed"
+    if status == "completed" and not response.get("completed_at"):
+        response["completed_at"] = int(time.time())
+    response["usage"] = normalize_usage(result.get("usage"))
+    return response

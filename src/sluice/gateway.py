@@ -1,0 +1,178 @@
+"""The request pipeline, independent of HTTP.
+
+request -> validate -> (guardrails) -> route -> provider adapter -> canonical events
+        -> (guardrails restore) -> accounting -> client
+
+The HTTP layer hands a validated request in and gets back either a finished Response or an
+`OpenStream` that yields SSE bytes. Guardrails and storage attach at the marked points.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import msgspec
+
+from sluice.accounting.cost import response_cost
+from sluice.canonical.ids import new_id
+from sluice.canonical.request import ParsedRequest
+from sluice.canonical.response import finalize, skeleton
+from sluice.config import Config
+from sluice.errors import GatewayError, NoRouteSucceeded, NotFound, UpstreamError
+from sluice.providers import create_adapter
+from sluice.providers.base import CLIENT_FAULT, Adapter, Event, stream_failure
+from sluice.routing.catalog import Catalog, Route
+from sluice.routing.router import plan
+
+log = logging.getLogger("sluice")
+
+_encode = msgspec.json.encode
+_TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
+_LIFECYCLE = frozenset({"response.created", "response.in_progress", "response.queued"})
+# Upstream statuses passed on to the client as they are when the last route fails with them.
+_PASSED_ON = frozenset({400, 401, 403, 404, 413, 422, 429})
+
+
+class Gateway:
+    def __init__(self, config: Config, catalog: Catalog, session: aiohttp.ClientSession) -> None:
+        self.config = config
+        self.catalog = catalog
+        self.adapters: dict[str, Adapter] = {
+            name: create_adapter(name, provider, session) for name, provider in catalog.providers.items()
+        }
+
+    def _routes(self, parsed: ParsedRequest) -> list[Route]:
+        if parsed.req.previous_response_id is not None:
+            # Stored conversations are not kept yet, so no id can be found.
+            raise NotFound(f"Previous response with id '{parsed.req.previous_response_id}' not found.",
+                           param="previous_response_id", code="previous_response_not_found")
+        routes = plan(parsed, self.catalog)
+        for route in routes:
+            self.adapters[route.provider].check(parsed, route.model)
+        return routes
+
+    async def create(self, parsed: ParsedRequest) -> dict[str, Any]:
+        """Serve a non-streaming request: the first route that succeeds answers."""
+        created_at = int(time.time())
+        last: UpstreamError | None = None
+        for route in self._routes(parsed):
+            try:
+                result = await self.adapters[route.provider].create(parsed, route.model)
+            except UpstreamError as exc:
+                last = exc
+                log.warning("route %s failed: %s %s", route.label, exc.status, exc.message)
+                if exc.status in CLIENT_FAULT:
+                    break
+                continue
+            return self._finish(parsed, route, result, new_id("resp"), created_at)
+        raise _final_error(last)
+
+    async def open_stream(self, parsed: ParsedRequest) -> OpenStream:
+        """Start a streaming request; raises before anything is sent if no route starts."""
+        last: UpstreamError | None = None
+        for route in self._routes(parsed):
+            events = self.adapters[route.provider].stream(parsed, route.model)
+            try:
+                first = await anext(events)
+            except UpstreamError as exc:
+                last = exc
+                log.warning("route %s failed: %s %s", route.label, exc.status, exc.message)
+                if exc.status in CLIENT_FAULT:
+                    break
+                continue
+            except StopAsyncIteration:
+                last = UpstreamError("The upstream closed the stream without sending anything.",
+                                     provider=route.provider, retryable=True, status=502)
+                continue
+            return OpenStream(self, parsed, route, first, events)
+        raise _final_error(last)
+
+    def _finish(self, parsed: ParsedRequest, route: Route, result: dict[str, Any], response_id: str,
+                created_at: int) -> dict[str, Any]:
+        response = finalize(parsed, result, response_id=response_id, model=route.label, created_at=created_at)
+        # Accounting: priced from the normalized usage. Storage of the response attaches here.
+        response["cost"] = {"total": response_cost(response["usage"], route.price) or 0.0}
+        return response
+
+
+def _final_error(last: UpstreamError | None) -> GatewayError:
+    if last is None:
+        return NoRouteSucceeded("No route could serve the request.", code="no_route")
+    if last.status in _PASSED_ON:
+        return last
+    return NoRouteSucceeded(last.message, code=last.code or "upstream_error")
+
+
+class OpenStream:
+    """A started stream: numbers events, fills in the Response envelope, ends exactly once."""
+
+    def __init__(self, gateway: Gateway, parsed: ParsedRequest, route: Route, first: Event,
+                 events: AsyncIterator[Event]) -> None:
+        self.gateway = gateway
+        self.parsed = parsed
+        self.route = route
+        self.response_id = new_id("resp")
+        self.created_at = int(time.time())
+        self._first = first
+        self._events = events
+        self._sequence = 0
+        self._done_items: dict[int, dict[str, Any]] = {}
+        self.final: dict[str, Any] | None = None
+
+    def _sse(self, event: Event) -> bytes:
+        event["sequence_number"] = self._sequence
+        self._sequence += 1
+        return b"event: " + event["type"].encode() + b"\ndata: " + _encode(event) + b"\n\n"
+
+    def _envelope(self) -> dict[str, Any]:
+        return skeleton(self.parsed, self.response_id, self.route.label, self.created_at)
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        error_sent = False
+        try:
+            event: Event | None = self._first
+            while event is not None:
+                kind = event["type"]
+                if kind in _LIFECYCLE:
+                    event["response"] = self._envelope()
+                elif kind in _TERMINAL:
+                    yield self._sse(self._terminal(event))
+                    return
+                elif kind == "error":
+                    error_sent = True
+                elif kind == "response.output_item.done":
+                    self._done_items[event["output_index"]] = event["item"]
+                yield self._sse(event)
+                event = await anext(self._events, None)
+            code, message = "upstream_stream_error", "The upstream ended the stream before the response completed."
+        except GatewayError as exc:
+            code, message = stream_failure(exc)
+        except Exception as exc:  # any break in the upstream stream ends in response.failed
+            log.warning("stream from %s broke: %r", self.route.label, exc)
+            code, message = stream_failure(exc)
+        finally:
+            await self._close()
+        if not error_sent:
+            yield self._sse({"type": "error", "code": code, "message": message, "param": None})
+        yield self._sse(self._terminal({"type": "response.failed", "response": {
+            "status": "failed", "error": {"code": code, "message": message}}}))
+
+    def _terminal(self, event: Event) -> Event:
+        result = dict(event.get("response") or {})
+        if not result.get("output"):
+            result["output"] = [self._done_items[i] for i in sorted(self._done_items)]
+        if event["type"] == "response.failed":
+            result["status"] = "failed"
+        elif event["type"] == "response.incomplete":
+            result["status"] = "incomplete"
+        self.final = self.gateway._finish(self.parsed, self.route, result, self.response_id, self.created_at)
+        return {"type": event["type"], "response": self.final}
+
+    async def _close(self) -> None:
+        aclose = getattr(self._events, "aclose", None)
+        if aclose is not None:
+            await aclose()

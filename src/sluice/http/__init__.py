@@ -1,0 +1,1 @@
+"""The HTTP surface: a plain ASGI application (no framework on the hot path)."""

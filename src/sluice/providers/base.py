@@ -1,0 +1,130 @@
+"""What every adapter implements, and the HTTP plumbing they share."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import msgspec
+
+from sluice.canonical.request import ParsedRequest
+from sluice.config import ProviderConfig
+from sluice.errors import GatewayError, InvalidRequest, UpstreamError, status_error_type
+
+Event = dict[str, Any]
+
+# Statuses that say the request itself is wrong: another route would refuse it too.
+CLIENT_FAULT = frozenset({400, 413, 422})
+# Statuses worth retrying on the same route after a pause.
+RETRYABLE = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
+
+_KEYLIKE = re.compile(r"(sk-[A-Za-z0-9_\-]{8,}|sk-ant-[A-Za-z0-9_\-]{8,}|AIza[0-9A-Za-z_\-]{20,}|AKIA[0-9A-Z]{16})")
+
+
+class Adapter:
+    """Translates canonical requests to one wire protocol and its answers back.
+
+    `create` returns the result part of a Response (`status`, `output`, `usage`,
+    `incomplete_details`, ...); `stream` yields Responses stream events (without
+    `sequence_number`), starting only once the upstream accepted the request, so a failure to
+    start raises `UpstreamError` before anything reaches the client.
+    """
+
+    def __init__(self, name: str, config: ProviderConfig, session: aiohttp.ClientSession) -> None:
+        self.name = name
+        self.config = config
+        self.session = session
+        self.timeout = aiohttp.ClientTimeout(total=None, connect=config.connect_timeout, sock_read=config.timeout)
+
+    def check(self, parsed: ParsedRequest, model: str) -> None:
+        """Raise `InvalidRequest` for what this wire protocol cannot carry."""
+
+    async def create(self, parsed: ParsedRequest, model: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def stream(self, parsed: ParsedRequest, model: str) -> AsyncIterator[Event]:
+        raise NotImplementedError
+
+    # --- shared plumbing ---------------------------------------------------------------------
+
+    def redact_secrets(self, text: str) -> str:
+        """Never let a provider credential travel back in an error message."""
+        for secret in (self.config.api_key, self.config.aws_secret_access_key):
+            if secret:
+                text = text.replace(secret, "[redacted]")
+        return _KEYLIKE.sub("[redacted]", text)
+
+    def transport_error(self, exc: BaseException) -> UpstreamError:
+        if isinstance(exc, asyncio.TimeoutError):
+            detail = "timed out"
+        else:
+            detail = self.redact_secrets(str(exc) or type(exc).__name__)
+        return UpstreamError(f"Provider '{self.name}' could not be reached: {detail}", provider=self.name,
+                             retryable=True, status=502, code="upstream_unreachable")
+
+    async def error_from_response(self, resp: aiohttp.ClientResponse) -> UpstreamError:
+        """Turn a non-2xx upstream answer into an OpenAI-shaped `UpstreamError`."""
+        try:
+            body = await resp.read()
+        except (TimeoutError, aiohttp.ClientError):
+            body = b""
+        return self.error_from_body(resp.status, body, resp.headers.get("retry-after"))
+
+    def error_from_body(self, status: int, body: bytes, retry_after: str | None = None) -> UpstreamError:
+        message, etype, code, param = self.parse_error_body(body)
+        if not message:
+            message = f"HTTP {status}"
+        headers = {"retry-after": retry_after} if retry_after and status == 429 else None
+        return UpstreamError(
+            f"{self.name}: {self.redact_secrets(message)}",
+            provider=self.name,
+            retryable=status in RETRYABLE,
+            status=status,
+            type=etype or status_error_type(status),
+            code=code,
+            param=param,
+            headers=headers,
+        )
+
+    @staticmethod
+    def parse_error_body(body: bytes) -> tuple[str | None, str | None, str | None, str | None]:
+        """(message, type, code, param) from the common error body shapes."""
+        try:
+            data = msgspec.json.decode(body)
+        except msgspec.DecodeError:
+            text = body.decode(errors="replace").strip()
+            return (text[:500] or None), None, None, None
+        if isinstance(data, list) and data and isinstance(data[0], dict):
+            data = data[0]  # Gemini sometimes wraps the error in a list
+        if not isinstance(data, dict):
+            return str(data)[:500], None, None, None
+        err = data.get("error", data)
+        if isinstance(err, str):
+            return err, data.get("type"), None, None
+        if not isinstance(err, dict):
+            return str(err)[:500], None, None, None
+        code = err.get("code")
+        etype = err.get("type") or err.get("status")
+        return (
+            err.get("message") or data.get("message"),
+            etype if isinstance(etype, str) else None,
+            str(code) if code is not None else None,
+            err.get("param") if isinstance(err.get("param"), str) else None,
+        )
+
+
+def unsupported(param: str, what: str, provider: str) -> InvalidRequest:
+    return InvalidRequest(f"{what} is not supported by provider '{provider}'.", param=param,
+                          code="unsupported_parameter")
+
+
+def stream_failure(exc: BaseException) -> tuple[str, str]:
+    """(code, message) for an `error` event when a stream breaks after it started."""
+    if isinstance(exc, GatewayError):
+        return exc.code or exc.type, exc.message
+    if isinstance(exc, asyncio.TimeoutError):
+        return "upstream_timeout", "The upstream stopped sending data (read timeout)."
+    return "upstream_stream_error", f"The upstream stream broke: {exc or type(exc).__name__}"

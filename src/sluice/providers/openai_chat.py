@@ -1,0 +1,360 @@
+"""Chat Completions upstream (`type: openai-chat`): OpenAI and every compatible server.
+
+Requests become `messages`; answers and streams become Responses output items and the exact
+Responses event sequence, built by `ResponseEventBuilder`. Only the first choice is used: the
+Responses API has no `n`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import msgspec
+
+from sluice.canonical.ids import new_id
+from sluice.canonical.request import ParsedRequest
+from sluice.canonical.stream import ResponseEventBuilder
+from sluice.providers.base import Adapter, Event, unsupported
+from sluice.providers.sse import SSEDecoder
+
+_encode = msgspec.json.encode
+_decode = msgspec.json.decode
+
+_FINISH = {
+    "length": "max_output_tokens",
+    "content_filter": "content_filter",
+}
+
+
+class OpenAIChatAdapter(Adapter):
+    def url(self) -> str:
+        return f"{(self.config.base_url or 'https://api.openai.com/v1').rstrip('/')}/chat/completions"
+
+    def headers(self) -> dict[str, str]:
+        headers = {"content-type": "application/json", **self.config.headers}
+        if self.config.api_key:
+            headers["authorization"] = f"Bearer {self.config.api_key}"
+        return headers
+
+    # --- request -----------------------------------------------------------------------------
+
+    def check(self, parsed: ParsedRequest, model: str) -> None:
+        for i, tool in enumerate(parsed.req.tools or ()):
+            if tool.get("type") != "function":
+                raise unsupported(f"tools[{i}].type", f"The '{tool.get('type')}' tool", self.name)
+        choice = parsed.req.tool_choice
+        if isinstance(choice, dict) and choice.get("type") not in ("function", "allowed_tools"):
+            raise unsupported("tool_choice", f"tool_choice of type '{choice.get('type')}'", self.name)
+        for i, item in enumerate(parsed.items):
+            if item["type"] == "item_reference":
+                raise unsupported(f"input[{i}]", "An item_reference input", self.name)
+
+    def body(self, parsed: ParsedRequest, model: str, stream: bool) -> dict[str, Any]:
+        req = parsed.req
+        body: dict[str, Any] = {"model": model, "messages": to_messages(parsed)}
+        if stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+        if req.max_output_tokens is not None:
+            body[self.config.options.get("max_tokens_param", "max_completion_tokens")] = req.max_output_tokens
+        for name in ("temperature", "top_p", "user", "frequency_penalty", "presence_penalty"):
+            value = getattr(req, name)
+            if value is not None:
+                body[name] = value
+        if req.tools:
+            body["tools"] = [_tool(tool) for tool in req.tools]
+            if req.parallel_tool_calls is not None:
+                body["parallel_tool_calls"] = req.parallel_tool_calls
+        if req.tool_choice is not None and req.tools:
+            body["tool_choice"] = _tool_choice(req.tool_choice)
+        if req.text is not None:
+            fmt = req.text.format
+            if fmt and fmt.get("type") == "json_schema":
+                schema = {"name": fmt["name"], "schema": fmt["schema"]}
+                for key in ("strict", "description"):
+                    if key in fmt:
+                        schema[key] = fmt[key]
+                body["response_format"] = {"type": "json_schema", "json_schema": schema}
+            elif fmt and fmt.get("type") == "json_object":
+                body["response_format"] = {"type": "json_object"}
+            if req.text.verbosity is not None:
+                body["verbosity"] = req.text.verbosity
+        if req.reasoning is not None and req.reasoning.effort is not None:
+            body["reasoning_effort"] = req.reasoning.effort
+        if parsed.wants("message.output_text.logprobs") or req.top_logprobs:
+            body["logprobs"] = True
+            if req.top_logprobs:
+                body["top_logprobs"] = req.top_logprobs
+        if self.config.options.get("prompt_cache_key") and req.prompt_cache_key:
+            body["prompt_cache_key"] = req.prompt_cache_key
+        extra = self.config.options.get("extra_body")
+        if isinstance(extra, dict):
+            body.update(extra)
+        return body
+
+    # --- non-streaming -----------------------------------------------------------------------
+
+    async def create(self, parsed: ParsedRequest, model: str) -> dict[str, Any]:
+        payload = await self._post(self.body(parsed, model, False))
+        try:
+            data = _decode(payload)
+        except msgspec.DecodeError:
+            raise self.error_from_body(502, b'{"error":{"message":"upstream sent invalid JSON"}}') from None
+        if isinstance(data, dict) and data.get("error"):
+            raise self.error_from_body(502, payload)
+        return from_completion(data)
+
+    async def _post(self, body: dict[str, Any]) -> bytes:
+        try:
+            async with self.session.post(self.url(), data=_encode(body), headers=self.headers(),
+                                         timeout=self.timeout) as resp:
+                if resp.status >= 300:
+                    raise await self.error_from_response(resp)
+                return await resp.read()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise self.transport_error(exc) from None
+
+    # --- streaming ---------------------------------------------------------------------------
+
+    async def stream(self, parsed: ParsedRequest, model: str) -> AsyncIterator[Event]:
+        try:
+            resp = await self.session.post(self.url(), data=_encode(self.body(parsed, model, True)),
+                                           headers=self.headers(), timeout=self.timeout)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise self.transport_error(exc) from None
+        try:
+            if resp.status >= 300:
+                raise await self.error_from_response(resp)
+            translator = ChunkTranslator()
+            for event in translator.start():
+                yield event
+            decoder = SSEDecoder()
+            async for chunk in resp.content.iter_any():
+                for _, data in decoder.feed(chunk):
+                    if data == b"[DONE]":
+                        break
+                    for event in translator.feed(_decode(data)):
+                        yield event
+                else:
+                    continue
+                break
+            for event in translator.finish():
+                yield event
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise self.transport_error(exc) from None
+        finally:
+            resp.close()
+
+
+class ChunkTranslator:
+    """Chat completion chunks -> Responses events."""
+
+    def __init__(self) -> None:
+        self.builder = ResponseEventBuilder()
+        self.usage: dict[str, Any] | None = None
+        self.finish_reason: str | None = None
+        self.error: dict[str, Any] | None = None
+
+    def start(self) -> list[Event]:
+        return self.builder.start()
+
+    def feed(self, chunk: dict[str, Any]) -> list[Event]:
+        events: list[Event] = []
+        if chunk.get("error"):
+            err = chunk["error"]
+            self.error = err if isinstance(err, dict) else {"message": str(err)}
+            return events
+        if chunk.get("usage"):
+            self.usage = chunk["usage"]
+        for choice in chunk.get("choices") or ():
+            if choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            builder = self.builder
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            if reasoning and isinstance(reasoning, str):
+                events += builder.reasoning_text(reasoning)
+            content = delta.get("content")
+            logprobs = _logprobs(choice.get("logprobs"))
+            if content or logprobs:
+                events += builder.text(content or "", logprobs)
+            if delta.get("refusal"):
+                events += builder.refusal(delta["refusal"])
+            for call in delta.get("tool_calls") or ():
+                key = call.get("index", 0)
+                function = call.get("function") or {}
+                if not builder.has_call(key):
+                    events += builder.tool_call_start(key, call.get("id") or new_id("call"),
+                                                      function.get("name") or "")
+                events += builder.tool_call_arguments(key, function.get("arguments") or "")
+            if choice.get("finish_reason"):
+                self.finish_reason = choice["finish_reason"]
+        return events
+
+    def finish(self) -> list[Event]:
+        if self.error is not None:
+            return [{"type": "error", "code": self.error.get("code") or "upstream_error",
+                     "message": self.error.get("message") or "upstream error", "param": None}]
+        if self.finish_reason is None:
+            # No finish_reason before the end: the upstream cut the stream short.
+            return []
+        incomplete = _FINISH.get(self.finish_reason)
+        events = self.builder.finish(incomplete=incomplete is not None)
+        result: dict[str, Any] = {"status": "incomplete" if incomplete else "completed",
+                                  "output": self.builder.output, "usage": usage_from_chat(self.usage)}
+        if incomplete:
+            result["incomplete_details"] = {"reason": incomplete}
+        events.append({"type": "response.incomplete" if incomplete else "response.completed", "response": result})
+        return events
+
+
+# --- translation helpers -----------------------------------------------------------------------
+
+
+def to_messages(parsed: ParsedRequest) -> list[dict[str, Any]]:
+    """Responses input items -> chat messages; consecutive assistant pieces merge into one message."""
+    messages: list[dict[str, Any]] = []
+    if parsed.req.instructions:
+        messages.append({"role": "system", "content": parsed.req.instructions})
+    for item in parsed.items:
+        kind = item["type"]
+        if kind == "message":
+            role = item["role"]
+            if role == "assistant":
+                text = "".join(p.get("text") or p.get("refusal") or "" for p in item["content"]
+                               if p.get("type") in ("output_text", "refusal", "input_text"))
+                last = messages[-1] if messages else None
+                if last is not None and last["role"] == "assistant" and "tool_calls" not in last:
+                    last["content"] = (last.get("content") or "") + text
+                else:
+                    messages.append({"role": "assistant", "content": text})
+            else:
+                messages.append({"role": "system" if role == "developer" else role,
+                                 "content": _content(item["content"], role)})
+        elif kind == "function_call":
+            call = {"id": item["call_id"], "type": "function",
+                    "function": {"name": item["name"], "arguments": item["arguments"]}}
+            last = messages[-1] if messages else None
+            if last is not None and last["role"] == "assistant":
+                last.setdefault("tool_calls", []).append(call)
+            else:
+                messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        elif kind == "function_call_output":
+            output = item["output"]
+            if isinstance(output, list):
+                output = "".join(p.get("text", "") for p in output if isinstance(p, dict))
+            messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": output})
+        # Reasoning items carry another provider's opaque state; chat servers cannot take it back.
+    return messages
+
+
+def _content(parts: list[dict[str, Any]], role: str) -> str | list[dict[str, Any]]:
+    if all(p.get("type") in ("input_text", "output_text") for p in parts):
+        text = "".join(p["text"] for p in parts)
+        if role == "system" or len(parts) <= 1:
+            return text
+    converted = []
+    for part in parts:
+        kind = part.get("type")
+        if kind in ("input_text", "output_text"):
+            converted.append({"type": "text", "text": part["text"]})
+        elif kind == "input_image":
+            image = {"url": part.get("image_url") or part.get("file_id")}
+            if part.get("detail") in ("low", "high", "auto"):
+                image["detail"] = part["detail"]
+            converted.append({"type": "image_url", "image_url": image})
+        elif kind == "input_file":
+            file = {k: part[k] for k in ("file_data", "file_id", "filename") if part.get(k)}
+            converted.append({"type": "file", "file": file})
+    return converted
+
+
+def _tool(tool: dict[str, Any]) -> dict[str, Any]:
+    function: dict[str, Any] = {"name": tool["name"]}
+    if tool.get("description"):
+        function["description"] = tool["description"]
+    function["parameters"] = tool.get("parameters") or {"type": "object", "properties": {}}
+    if tool.get("strict") is not None:
+        function["strict"] = tool["strict"]
+    return {"type": "function", "function": function}
+
+
+def _tool_choice(choice: str | dict[str, Any]) -> str | dict[str, Any]:
+    if isinstance(choice, str):
+        return choice
+    if choice.get("type") == "function":
+        return {"type": "function", "function": {"name": choice["name"]}}
+    # allowed_tools: chat has no per-request subset; "required" keeps the mode's intent.
+    return "required" if choice.get("mode") == "required" else "auto"
+
+
+def _logprobs(logprobs: dict[str, Any] | None) -> list[dict[str, Any]]:
+    if not logprobs or not logprobs.get("content"):
+        return []
+    return [
+        {"token": t["token"], "logprob": t["logprob"], "bytes": t.get("bytes") or list(t["token"].encode()),
+         "top_logprobs": [{"token": a["token"], "logprob": a["logprob"],
+                           "bytes": a.get("bytes") or list(a["token"].encode())}
+                          for a in t.get("top_logprobs") or ()]}
+        for t in logprobs["content"]
+    ]
+
+
+def usage_from_chat(usage: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not usage:
+        return None
+    prompt_details = usage.get("prompt_tokens_details") or {}
+    completion_details = usage.get("completion_tokens_details") or {}
+    cached = prompt_details.get("cached_tokens") or usage.get("prompt_cache_hit_tokens") or 0
+    return {
+        "input_tokens": usage.get("prompt_tokens") or 0,
+        "input_tokens_details": {"cached_tokens": cached,
+                                 "cached_tokens_created": prompt_details.get("cache_write_tokens") or 0},
+        "output_tokens": usage.get("completion_tokens") or 0,
+        "output_tokens_details": {"reasoning_tokens": completion_details.get("reasoning_tokens") or 0},
+        "total_tokens": usage.get("total_tokens") or 0,
+    }
+
+
+def from_completion(data: dict[str, Any]) -> dict[str, Any]:
+    """A non-streaming chat completion -> the result part of a Response."""
+    choices = data.get("choices") or []
+    choice = next((c for c in choices if c.get("index", 0) == 0), choices[0] if choices else {})
+    message = choice.get("message") or {}
+    output: list[dict[str, Any]] = []
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    if reasoning and isinstance(reasoning, str):
+        output.append({"id": new_id("rs"), "type": "reasoning", "summary": [],
+                       "content": [{"type": "reasoning_text", "text": reasoning}]})
+    finish = choice.get("finish_reason")
+    incomplete = _FINISH.get(finish or "")
+    content: list[dict[str, Any]] = []
+    if message.get("content"):
+        annotations = [_annotation(a) for a in message.get("annotations") or ()]
+        content.append({"type": "output_text", "text": message["content"],
+                        "annotations": [a for a in annotations if a], "logprobs": _logprobs(choice.get("logprobs"))})
+    if message.get("refusal"):
+        content.append({"type": "refusal", "refusal": message["refusal"]})
+    if content:
+        output.append({"id": new_id("msg"), "type": "message", "status": "incomplete" if incomplete else "completed",
+                       "role": "assistant", "content": content})
+    for call in message.get("tool_calls") or ():
+        function = call.get("function") or {}
+        output.append({"id": new_id("fc"), "type": "function_call", "status": "completed",
+                       "call_id": call.get("id") or new_id("call"), "name": function.get("name", ""),
+                       "arguments": function.get("arguments") or ""})
+    result: dict[str, Any] = {"status": "incomplete" if incomplete else "completed", "output": output,
+                              "usage": usage_from_chat(data.get("usage"))}
+    if incomplete:
+        result["incomplete_details"] = {"reason": incomplete}
+    return result
+
+
+def _annotation(annotation: dict[str, Any]) -> dict[str, Any] | None:
+    if annotation.get("type") == "url_citation":
+        cite = annotation.get("url_citation") or annotation
+        return {"type": "url_citation", "url": cite.get("url", ""), "title": cite.get("title", ""),
+                "start_index": cite.get("start_index", 0), "end_index": cite.get("end_index", 0)}
+    return None

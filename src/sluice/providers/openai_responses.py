@@ -1,0 +1,128 @@
+"""OpenAI Responses API upstream (`type: openai`): the canonical shape on the wire.
+
+The request is the client's own JSON minus Sluice's extensions; answers pass through, with the
+stream's item ids made stable (some Responses-compatible servers rotate them between events,
+which the official SDK rejects).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import msgspec
+
+from sluice.canonical.request import ParsedRequest
+from sluice.providers.base import Adapter, Event
+from sluice.providers.sse import SSEDecoder
+
+# Sluice's own request fields, and those the endpoint reference says are accepted but ignored.
+_NOT_FORWARDED = frozenset({
+    "routing", "cache_control", "background", "context_management", "conversation", "prompt",
+    "safety_identifier", "service_tier", "truncation", "previous_response_id",
+})
+# Keys Sluice accepts on items and tools that OpenAI itself would reject.
+_ITEM_EXTENSIONS = ("cache_control", "is_error")
+
+_encode = msgspec.json.encode
+_decode = msgspec.json.decode
+
+
+class OpenAIResponsesAdapter(Adapter):
+    def url(self) -> str:
+        return f"{(self.config.base_url or 'https://api.openai.com/v1').rstrip('/')}/responses"
+
+    def headers(self) -> dict[str, str]:
+        headers = {"content-type": "application/json", **self.config.headers}
+        if self.config.api_key:
+            headers["authorization"] = f"Bearer {self.config.api_key}"
+        return headers
+
+    def body(self, parsed: ParsedRequest, model: str, stream: bool) -> bytes:
+        body = {k: v for k, v in parsed.raw.items() if k not in _NOT_FORWARDED}
+        body["model"] = model
+        body["stream"] = stream
+        if body.get("prompt_cache_retention") == "in-memory":
+            body["prompt_cache_retention"] = "in_memory"
+        if isinstance(body.get("input"), list):
+            body["input"] = [_strip(item) for item in body["input"]]
+        if body.get("tools"):
+            body["tools"] = [_strip(tool) for tool in body["tools"]]
+        return _encode(body)
+
+    async def create(self, parsed: ParsedRequest, model: str) -> dict[str, Any]:
+        try:
+            async with self.session.post(self.url(), data=self.body(parsed, model, False), headers=self.headers(),
+                                         timeout=self.timeout) as resp:
+                if resp.status >= 300:
+                    raise await self.error_from_response(resp)
+                payload = await resp.read()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise self.transport_error(exc) from None
+        try:
+            result = _decode(payload)
+        except msgspec.DecodeError:
+            raise self.error_from_body(502, b'{"error":{"message":"upstream sent invalid JSON"}}') from None
+        if result.get("status") == "failed" and result.get("error"):
+            err = result["error"]
+            raise self.error_from_body(502, _encode({"error": err}))
+        return result
+
+    async def stream(self, parsed: ParsedRequest, model: str) -> AsyncIterator[Event]:
+        try:
+            resp = await self.session.post(self.url(), data=self.body(parsed, model, True), headers=self.headers(),
+                                           timeout=self.timeout)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise self.transport_error(exc) from None
+        try:
+            if resp.status >= 300:
+                raise await self.error_from_response(resp)
+            ids = _StableIds()
+            decoder = SSEDecoder()
+            async for chunk in resp.content.iter_any():
+                for _, data in decoder.feed(chunk):
+                    yield ids.apply(_decode(data))
+            for _, data in decoder.flush():
+                yield ids.apply(_decode(data))
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise self.transport_error(exc) from None
+        finally:
+            resp.close()
+
+
+def _strip(obj: Any) -> Any:
+    if isinstance(obj, dict) and any(key in obj for key in _ITEM_EXTENSIONS):
+        return {k: v for k, v in obj.items() if k not in _ITEM_EXTENSIONS}
+    return obj
+
+
+class _StableIds:
+    """Keeps each output item's first id for the rest of the stream."""
+
+    __slots__ = ("_by_index",)
+
+    def __init__(self) -> None:
+        self._by_index: dict[int, str] = {}
+
+    def apply(self, event: Event) -> Event:
+        event.pop("sequence_number", None)
+        index = event.get("output_index")
+        if index is None:
+            response = event.get("response")
+            if isinstance(response, dict) and response.get("output"):
+                for position, item in enumerate(response["output"]):
+                    known = self._by_index.get(position)
+                    if known and isinstance(item, dict) and item.get("id") not in (None, known):
+                        item["id"] = known
+            return event
+        item = event.get("item")
+        if isinstance(item, dict) and item.get("id"):
+            known = self._by_index.setdefault(index, item["id"])
+            if item["id"] != known:
+                item["id"] = known
+        if "item_id" in event:
+            known = self._by_index.setdefault(index, event["item_id"])
+            if event["item_id"] != known:
+                event["item_id"] = known
+        return event

@@ -1,0 +1,68 @@
+"""Server-sent events, read incrementally from an upstream body."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+
+class SSEDecoder:
+    """Splits a byte stream into `(event, data)` pairs; `event` is None when the server sends none.
+
+    Handles `\\n`, `\\r\\n` and chunk boundaries anywhere, multi-line `data:` and comment lines.
+    """
+
+    __slots__ = ("_buffer",)
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, chunk: bytes) -> list[tuple[str | None, bytes]]:
+        buffer = self._buffer + chunk
+        if b"\r" in buffer:
+            buffer = buffer.replace(b"\r\n", b"\n")
+        events: list[tuple[str | None, bytes]] = []
+        while True:
+            end = buffer.find(b"\n\n")
+            if end < 0:
+                break
+            block, buffer = buffer[:end], buffer[end + 2 :]
+            parsed = _parse_block(block)
+            if parsed is not None:
+                events.append(parsed)
+        self._buffer = buffer
+        return events
+
+    def flush(self) -> list[tuple[str | None, bytes]]:
+        """What is left when the body ends without a final blank line."""
+        block, self._buffer = self._buffer.strip(b"\r\n"), b""
+        parsed = _parse_block(block) if block else None
+        return [parsed] if parsed is not None else []
+
+
+def _parse_block(block: bytes) -> tuple[str | None, bytes] | None:
+    if block.startswith(b"data: ") and b"\n" not in block:  # the common case: one data line
+        return None, block[6:]
+    event: str | None = None
+    data: list[bytes] = []
+    for line in block.split(b"\n"):
+        if not line or line.startswith(b":"):
+            continue
+        name, _, value = line.partition(b":")
+        if value.startswith(b" "):
+            value = value[1:]
+        if name == b"data":
+            data.append(value)
+        elif name == b"event":
+            event = value.decode()
+    if not data:
+        return None
+    return event, b"\n".join(data)
+
+
+async def iter_sse(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[str | None, bytes]]:
+    decoder = SSEDecoder()
+    async for chunk in chunks:
+        for item in decoder.feed(chunk):
+            yield item
+    for item in decoder.flush():
+        yield item

@@ -1,0 +1,193 @@
+"""The model catalog: canonical names, aliases, `provider/model`, and the routes serving each.
+
+Built from the built-in catalog (`builtin_catalog.yaml`, providers enabled by their usual
+environment variables) overlaid with the operator's config: a configured provider or model
+replaces the built-in one of the same name.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import msgspec
+import yaml
+
+from sluice.config import Config, ConfigError, ModelConfig, Price, ProviderConfig
+from sluice.errors import NotFound
+
+ALL_CAPABILITIES = frozenset({
+    "tools", "parallel_tool_calls", "images", "files", "json_schema", "reasoning", "logprobs", "temperature",
+    "prompt_caching",
+})
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One way to serve a model: a provider and the upstream's own model id."""
+
+    provider: str
+    model: str
+    price: Price | None
+    capabilities: frozenset[str]
+    canonical: str
+
+    @property
+    def label(self) -> str:
+        """What served the response, as reported in its `model` field."""
+        return f"{self.provider}/{self.model}"
+
+
+@dataclass(slots=True)
+class ModelEntry:
+    name: str
+    aliases: list[str]
+    owned_by: str
+    context_window: int | None
+    max_output_tokens: int | None
+    capabilities: frozenset[str] | None
+    routes: list[Route] = field(default_factory=list)
+
+    def card(self, created: int) -> dict[str, Any]:
+        """The model's `/v1/models` object: OpenAI's fields plus the catalog's."""
+        return {
+            "id": self.name,
+            "object": "model",
+            "created": created,
+            "owned_by": self.owned_by,
+            "aliases": self.aliases,
+            "providers": list(dict.fromkeys(route.provider for route in self.routes)),
+            "context_window": self.context_window,
+            "max_output_tokens": self.max_output_tokens,
+            "capabilities": sorted(self.capabilities) if self.capabilities is not None else None,
+            "routes": [
+                {"provider": r.provider, "model": r.model,
+                 "price": msgspec.to_builtins(r.price) if r.price else None}
+                for r in self.routes
+            ],
+        }
+
+
+class _BuiltinCatalog(msgspec.Struct):
+    providers: dict[str, ProviderConfig] = {}
+    models: dict[str, ModelConfig] = {}
+
+
+def load_builtin() -> _BuiltinCatalog:
+    text = resources.files("sluice.routing").joinpath("builtin_catalog.yaml").read_text()
+    return msgspec.convert(yaml.safe_load(text) or {}, _BuiltinCatalog)
+
+
+def enabled_builtin_providers(builtin: _BuiltinCatalog, environ: dict[str, str]) -> dict[str, ProviderConfig]:
+    """Built-in providers whose environment variable is set, with key and URL filled in."""
+    enabled = {}
+    for name, provider in builtin.providers.items():
+        key = environ.get(provider.api_key_env) if provider.api_key_env else None
+        url = environ.get(provider.base_url_env) if provider.base_url_env else None
+        if not key and not url:
+            continue
+        changes: dict[str, Any] = {}
+        if key and provider.type != "bedrock":
+            changes["api_key"] = key
+        if url:
+            changes["base_url"] = url
+        enabled[name] = msgspec.structs.replace(provider, **changes)
+    return enabled
+
+
+class Catalog:
+    """Resolves model names to routes; lists what can be served."""
+
+    def __init__(self, providers: dict[str, ProviderConfig], models: dict[str, ModelConfig]) -> None:
+        self.providers = providers
+        self.created = int(time.time())
+        self._provider_names: dict[str, str] = {}
+        for name, provider in providers.items():
+            self._provider_names[name.lower()] = name
+            for alias in provider.aliases:
+                self._provider_names.setdefault(alias.lower(), name)
+        self.models: dict[str, ModelEntry] = {}
+        self._names: dict[str, ModelEntry] = {}
+        for name, model in models.items():
+            entry = self._entry(name, model)
+            if entry.routes:
+                self.models[name] = entry
+        for entry in self.models.values():
+            self._names[entry.name.lower()] = entry
+        for entry in self.models.values():
+            for alias in entry.aliases:
+                self._names.setdefault(alias.lower(), entry)
+
+    def _entry(self, name: str, model: ModelConfig) -> ModelEntry:
+        base_caps = frozenset(model.capabilities) if model.capabilities is not None else None
+        routes = []
+        for route in model.routes:
+            if route.provider not in self.providers:
+                continue  # a built-in route whose provider is not enabled here
+            caps = frozenset(route.capabilities) if route.capabilities is not None else base_caps
+            routes.append(Route(route.provider, route.model, route.price,
+                                caps if caps is not None else ALL_CAPABILITIES, name))
+        owned_by = model.owned_by or (model.routes[0].provider if model.routes else "sluice")
+        return ModelEntry(name, list(model.aliases), owned_by, model.context_window, model.max_output_tokens,
+                          base_caps, routes)
+
+    def provider_name(self, name: str) -> str | None:
+        return self._provider_names.get(name.lower())
+
+    def lookup(self, name: str) -> ModelEntry | None:
+        return self._names.get(name.lower())
+
+    def resolve(self, name: str) -> list[Route]:
+        """The routes for a model name, in preference order; `NotFound` when nothing serves it."""
+        entry = self._names.get(name.lower())
+        if entry is not None:
+            return list(entry.routes)
+        prefix, slash, rest = name.partition("/")
+        provider = self.provider_name(prefix) if slash and rest else None
+        if provider is None:
+            raise NotFound(
+                f"The model `{name}` does not exist or you do not have access to it.",
+                param="model", code="model_not_found",
+            )
+        entry = self._names.get(rest.lower())
+        if entry is not None:
+            pinned = [r for r in entry.routes if r.provider == provider]
+            if pinned:
+                # Pinned first; the same model on other providers stays as fallback.
+                return pinned + [r for r in entry.routes if r.provider != provider]
+        # Any upstream model id on a known provider: served as asked, unpriced.
+        return [Route(provider, rest, None, ALL_CAPABILITIES, name)]
+
+    def cards(self) -> list[dict[str, Any]]:
+        return [entry.card(self.created) for entry in self.models.values()]
+
+
+def build_catalog(config: Config, environ: dict[str, str] | None = None) -> Catalog:
+    environ = dict(os.environ) if environ is None else environ
+    providers: dict[str, ProviderConfig] = {}
+    models: dict[str, ModelConfig] = {}
+    if config.builtin_catalog:
+        builtin = load_builtin()
+        providers.update(enabled_builtin_providers(builtin, environ))
+        models.update(builtin.models)
+    providers.update(config.providers)
+    for name, model in config.models.items():
+        # A configured model takes its name and aliases away from any built-in entry.
+        taken = {name.lower(), *(alias.lower() for alias in model.aliases)}
+        for other in list(models):
+            if other.lower() in taken:
+                del models[other]
+            else:
+                other_model = models[other]
+                if any(alias.lower() in taken for alias in other_model.aliases):
+                    models[other] = msgspec.structs.replace(
+                        other_model, aliases=[a for a in other_model.aliases if a.lower() not in taken])
+        models[name] = model
+    for name, model in config.models.items():
+        for route in model.routes:
+            if route.provider not in providers:
+                raise ConfigError(f"model {name!r}: route provider {route.provider!r} is not defined under providers")
+    return Catalog(providers, models)

@@ -1,0 +1,124 @@
+"""A real gateway on loopback, in front of a replay server that plays recorded provider traffic."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+import uvicorn
+
+from sluice.config import parse_config
+from sluice.http.app import SluiceApp
+from tests.replay.server import ReplayServer
+
+MASTER_KEY = "sk-test-master"
+
+CONFIG = """
+database: sqlite:///{db}
+master_key: {master}
+builtin_catalog: false
+providers:
+  replay-openai:
+    type: openai
+    base_url: {upstream}/v1
+    api_key: sk-upstream-secret-openai-0000
+  replay-chat:
+    type: openai-chat
+    base_url: {upstream}/v1
+    api_key: sk-upstream-secret-chat-0000
+  dead:
+    type: openai-chat
+    base_url: http://127.0.0.1:{dead_port}/v1
+    api_key: sk-upstream-secret-dead-0000
+    connect_timeout: 2
+models:
+  gpt-5.2:
+    aliases: [gpt5]
+    owned_by: openai
+    context_window: 400000
+    capabilities: [tools, parallel_tool_calls, images, files, json_schema, reasoning, logprobs]
+    routes:
+      - provider: replay-openai
+        model: gpt-5.2
+        price: {{input: 1.75, cached_input: 0.175, output: 14.0}}
+  chat-model:
+    aliases: [chat]
+    routes:
+      - provider: replay-chat
+        model: gpt-4o-2024-08-06
+        price: {{input: 2.5, cached_input: 1.25, output: 10.0}}
+  failover-model:
+    routes:
+      - provider: dead
+        model: gpt-4o
+      - provider: replay-chat
+        model: gpt-4o
+        price: {{input: 2.5, output: 10.0}}
+  dead-model:
+    routes:
+      - provider: dead
+        model: gpt-4o
+  text-only:
+    capabilities: []
+    routes:
+      - provider: replay-chat
+        model: small
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[ReplayServer]:
+    with ReplayServer() as server:
+        yield server
+
+
+class RunningGateway:
+    def __init__(self, url: str, app: SluiceApp) -> None:
+        self.url = url
+        self.app = app
+
+
+def start_gateway(config_text: str) -> tuple[uvicorn.Server, threading.Thread, RunningGateway]:
+    app = SluiceApp(parse_config(config_text))
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           lifespan="on", access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("gateway did not start")
+        time.sleep(0.01)
+    return server, thread, RunningGateway(f"http://127.0.0.1:{port}", app)
+
+
+@pytest.fixture(scope="session")
+def gateway(upstream: ReplayServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+    db = Path(tmp_path_factory.mktemp("db")) / "sluice.db"
+    text = CONFIG.format(db=db, master=MASTER_KEY, upstream=upstream.url, dead_port=_free_port())
+    server, thread, running = start_gateway(text)
+    yield running
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_upstream(upstream: ReplayServer) -> None:
+    upstream.reset()
+
+
+@pytest.fixture
+def client(gateway: RunningGateway) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=MASTER_KEY, max_retries=0, timeout=20)
