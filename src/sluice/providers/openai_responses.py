@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import msgspec
 
+from sluice.canonical.reasoning import is_sealed
 from sluice.canonical.request import ParsedRequest
 from sluice.providers.base import Adapter, Event
 from sluice.providers.sse import SSEDecoder
@@ -46,7 +47,9 @@ class OpenAIResponsesAdapter(Adapter):
         if body.get("prompt_cache_retention") == "in-memory":
             body["prompt_cache_retention"] = "in_memory"
         if isinstance(body.get("input"), list):
-            body["input"] = [_strip(item) for item in body["input"]]
+            # Reasoning sealed for another provider would be rejected by OpenAI: leave it out.
+            body["input"] = [_strip(item) for item in body["input"]
+                             if not (item.get("type") == "reasoning" and is_sealed(item.get("encrypted_content")))]
         if body.get("tools"):
             body["tools"] = [_strip(tool) for tool in body["tools"]]
         return _encode(body)
