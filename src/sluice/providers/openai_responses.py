@@ -85,9 +85,11 @@ class OpenAIResponsesAdapter(Adapter):
             decoder = SSEDecoder()
             async for chunk in resp.content.iter_any():
                 for _, data in decoder.feed(chunk):
-                    yield ids.apply(_decode(data))
+                    if data != b"[DONE]":  # some Responses-compatible servers end like chat streams
+                        yield ids.apply(_decode(data))
             for _, data in decoder.flush():
-                yield ids.apply(_decode(data))
+                if data != b"[DONE]":
+                    yield ids.apply(_decode(data))
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise self.transport_error(exc) from None
         finally:
