@@ -144,6 +144,7 @@ class OpenStream:
                     return
                 elif kind == "error":
                     error_sent = True
+                    _flatten_error(event)
                 elif kind == "response.output_item.done":
                     self._done_items[event["output_index"]] = event["item"]
                 yield self._sse(event)
@@ -176,3 +177,15 @@ class OpenStream:
         aclose = getattr(self._events, "aclose", None)
         if aclose is not None:
             await aclose()
+
+
+def _flatten_error(event: Event) -> None:
+    # OpenAI's API nests the error (`{"error": {code, message, param}}`) while its SDK types read
+    # the fields at the top level; carry both so every client finds them.
+    nested = event.get("error")
+    if isinstance(nested, dict):
+        for key in ("code", "message", "param"):
+            event.setdefault(key, nested.get(key))
+    event.setdefault("code", None)
+    event.setdefault("message", "The upstream reported an error.")
+    event.setdefault("param", None)

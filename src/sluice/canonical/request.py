@@ -151,7 +151,9 @@ def parse_request(body: bytes) -> ParsedRequest:
 
 def _validation_error(exc: msgspec.ValidationError, raw: dict[str, Any]) -> InvalidRequest:
     text = str(exc)
-    message, _, where = text.partition(" - at `$.")
+    message, _, where = text.partition(" - at ")
+    # "`$.metadata[...]`", or "`key` in `$.metadata`" for a bad mapping key
+    where = where.rpartition("`$.")[2] if "`$." in where else ""
     param = where.rstrip("`").replace("[...]", "") or None
     if text.startswith("Object missing required field"):
         # "Object missing required field `model`" (possibly nested)

@@ -36,6 +36,8 @@ _ECHO_DEFAULTS: dict[str, Any] = {
     "background": False,
 }
 
+_GATEWAY_FIELDS = frozenset({"id", "object", "model", "created_at", "usage", "cost"})
+
 
 def empty_usage() -> dict[str, Any]:
     return normalize_usage(None)
@@ -105,9 +107,11 @@ def finalize(
 ) -> dict[str, Any]:
     """Merge an upstream result (status, output, usage, ...) into the client's Response."""
     response = skeleton(parsed, response_id, model, created_at)
+    raw = parsed.raw
     for key, value in result.items():
-        if key not in ("id", "object", "model", "created_at", "usage", "cost"):
-            response[key] = value
+        if key in _GATEWAY_FIELDS or (key in _ECHO_DEFAULTS and raw.get(key) is not None):
+            continue  # what the client asked for is reported as asked, whatever the upstream says
+        response[key] = value
     status = response.get("status")
     if status in (None, "in_progress"):
         response["status"] = status = "completed"

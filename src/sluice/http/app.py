@@ -151,10 +151,10 @@ class SluiceApp:
 
     async def _responses(self, scope: Scope, receive: Receive, send: Send) -> None:
         content_type = header(scope, b"content-type")
-        if content_type is None or not content_type.split(b";")[0].strip().lower().endswith(b"json"):
-            shown = content_type.decode("latin-1") if content_type else "none"
+        if content_type is not None and not content_type.split(b";")[0].strip().lower().endswith(b"json"):
             raise UnsupportedMediaType(
-                f"Unsupported content type: '{shown}'. This endpoint only accepts 'application/json' requests.",
+                f"Unsupported content type: '{content_type.decode('latin-1')}'. This endpoint only accepts "
+                "'application/json' requests.",
                 code="unsupported_content_type")
         body = await read_body(scope, receive, self.config.server.max_body_bytes)
         parsed = parse_request(body)
