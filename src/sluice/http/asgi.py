@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterable, Awaitable, Callable
 from typing import Any
 
@@ -75,20 +74,29 @@ async def send_sse(send: Send, chunks: AsyncIterable[bytes]) -> None:
     await send({"type": "http.response.body", "body": b""})
 
 
-async def until_disconnect(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
 async def cancel_on_disconnect(receive: Receive, work: Awaitable[None]) -> None:
-    """Run `work`, cancelling it (and so the upstream request) if the client goes away."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(until_disconnect(receive))
+    """Run `work`, cancelling it (and so the upstream request) if the client goes away.
+
+    The watcher is the only extra task: `work` runs in the request's own task, which the
+    watcher cancels when the server reports `http.disconnect` before `work` is finished.
+    """
+    current = asyncio.current_task()
+    assert current is not None
+    state = {"finished": False, "cancelled": False}
+
+    async def watch() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        if not state["finished"]:
+            state["cancelled"] = True
+            current.cancel()
+
+    watcher = asyncio.ensure_future(watch())
     try:
-        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+        await work
+    except asyncio.CancelledError:
+        if not state["cancelled"]:
+            raise
     finally:
-        if not task.done():
-            task.cancel()
+        state["finished"] = True
         watcher.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
