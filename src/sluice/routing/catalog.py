@@ -148,8 +148,11 @@ class Catalog:
         prefix, slash, rest = name.partition("/")
         provider = self.provider_name(prefix) if slash and rest else None
         if provider is None:
+            hint = "" if self.providers else (
+                " No provider is enabled: set a provider's API key variable (OPENAI_API_KEY, ANTHROPIC_API_KEY, "
+                "GEMINI_API_KEY, ...) or pass a config file with --config.")
             raise NotFound(
-                f"The model `{name}` does not exist or you do not have access to it.",
+                f"The model `{name}` does not exist or you do not have access to it.{hint}",
                 param="model", code="model_not_found",
             )
         entry = self._names.get(rest.lower())
