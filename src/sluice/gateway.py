@@ -159,8 +159,10 @@ class OpenStream:
             await self._close()
         if not error_sent:
             yield self._sse({"type": "error", "code": code, "message": message, "param": None})
+        # The Response's error.code has a fixed vocabulary; the precise code is in the error event.
+        failed_code = "rate_limit_exceeded" if "rate_limit" in code else "server_error"
         yield self._sse(self._terminal({"type": "response.failed", "response": {
-            "status": "failed", "error": {"code": code, "message": message}}}))
+            "status": "failed", "error": {"code": failed_code, "message": message}}}))
 
     def _terminal(self, event: Event) -> Event:
         result = dict(event.get("response") or {})

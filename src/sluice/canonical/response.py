@@ -59,8 +59,9 @@ def normalize_usage(usage: dict[str, Any] | None) -> dict[str, Any]:
         created = details.get("cache_write_tokens") or 0
     normalized: dict[str, Any] = {
         "input_tokens": input_tokens,
+        # `cached_tokens_created` is the reference's name, `cache_write_tokens` OpenAI's: both are sent.
         "input_tokens_details": {"cached_tokens": int(details.get("cached_tokens") or 0),
-                                 "cached_tokens_created": int(created)},
+                                 "cached_tokens_created": int(created), "cache_write_tokens": int(created)},
         "output_tokens": output_tokens,
         "output_tokens_details": {"reasoning_tokens": int(out_details.get("reasoning_tokens") or 0)},
         "total_tokens": int(usage.get("total_tokens") or input_tokens + output_tokens),

@@ -225,6 +225,10 @@ class ResponseEventBuilder:
         self._reasoning.item["encrypted_content"] = encrypted_content
         return events
 
+    def begin_reasoning(self) -> list[Event]:
+        """Open a reasoning item even before (or without) any text, e.g. for redacted thinking."""
+        return self._ensure_reasoning()
+
     def end_reasoning(self) -> list[Event]:
         """Close the open reasoning item, so that the next reasoning delta starts a new one."""
         return self._close_reasoning() if self._reasoning is not None else []

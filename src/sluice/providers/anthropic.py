@@ -1,0 +1,451 @@
+"""Anthropic Messages upstream (`type: anthropic`, `POST {base_url}/v1/messages`).
+
+Requests are folded into Anthropic's conversation shape by `anthropic_request.build_body`.
+Answers, whole or streamed, go through one `MessageTranslator` that feeds the canonical
+`ResponseEventBuilder`, so a non-streaming response and a stream's final response are built by
+the same code: text -> message output_text (citations -> url_citation), thinking ->
+reasoning (summary_text, signature sealed into encrypted_content), tool_use -> function_call,
+web search -> web_search_call, MCP -> mcp_call. Other server-tool blocks and compaction blocks
+are skipped; the text around them passes through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import msgspec
+
+from sluice.canonical.ids import new_id
+from sluice.canonical.reasoning import seal
+from sluice.canonical.request import ParsedRequest
+from sluice.canonical.stream import ResponseEventBuilder
+from sluice.config import ProviderConfig
+from sluice.errors import InvalidRequest, UpstreamError
+from sluice.providers.anthropic_request import HOSTED_WEB_SEARCH, PROTOCOL, SUPPORTED_ITEMS, Plan, build_body
+from sluice.providers.base import Adapter, Event, unsupported
+from sluice.providers.sse import iter_sse
+
+API_VERSION = "2023-06-01"
+
+_encode = msgspec.json.encode
+_decode = msgspec.json.decode
+
+# stop_reason -> incomplete_details.reason (None: completed)
+_INCOMPLETE = {
+    "max_tokens": "max_output_tokens",
+    "model_context_window_exceeded": "max_output_tokens",
+    # A long server-tool turn was paused; the Responses API's closest reason is an iteration cap.
+    "pause_turn": "max_messages",
+}
+_REFUSAL = "The model declined to respond."
+# Anthropic error type -> (client status, OpenAI-style error type, code).
+_ERRORS: dict[str, tuple[int, str, str | None]] = {
+    "invalid_request_error": (400, "invalid_request_error", None),
+    "authentication_error": (401, "authentication_error", None),
+    "billing_error": (402, "invalid_request_error", "billing_error"),
+    "permission_error": (403, "permission_error", None),
+    "not_found_error": (404, "not_found_error", None),
+    "request_too_large": (413, "invalid_request_error", "request_too_large"),
+    "rate_limit_error": (429, "rate_limit_error", "rate_limit_exceeded"),
+    "api_error": (500, "server_error", "server_error"),
+    "timeout_error": (504, "server_error", "timeout"),
+    # 529 is Anthropic's own status; clients and proxies know 503 as "overloaded, retry later".
+    "overloaded_error": (503, "server_error", "overloaded"),
+}
+_STATUS_TYPES = {529: "overloaded_error", 413: "request_too_large"}
+
+
+class AnthropicAdapter(Adapter):
+    def __init__(self, name: str, config: ProviderConfig, session: aiohttp.ClientSession) -> None:
+        super().__init__(name, config, session)
+        base = (config.base_url or "https://api.anthropic.com").rstrip("/")
+        # Same base_url as the anthropic SDK takes; tolerate one that already ends in /v1.
+        self._url = f"{base}/messages" if base.endswith("/v1") else f"{base}/v1/messages"
+        self._headers = {"content-type": "application/json", "anthropic-version": API_VERSION, **config.headers}
+        if config.api_key:
+            self._headers["x-api-key"] = config.api_key
+
+    # --- request -----------------------------------------------------------------------------
+
+    def check(self, parsed: ParsedRequest, model: str) -> None:
+        req = parsed.req
+        for i, tool in enumerate(req.tools or ()):
+            kind = tool.get("type")
+            if kind != "function" and kind not in HOSTED_WEB_SEARCH:
+                raise unsupported(f"tools[{i}].type", f"The '{kind}' tool", self.name)
+        choice = req.tool_choice
+        if isinstance(choice, dict) and choice.get("type") not in ("function", "allowed_tools", *HOSTED_WEB_SEARCH):
+            raise unsupported("tool_choice", f"tool_choice of type '{choice.get('type')}'", self.name)
+        if req.top_logprobs:
+            raise unsupported("top_logprobs", "Logprobs", self.name)
+        if parsed.wants("message.output_text.logprobs"):
+            raise unsupported("include", "Logprobs", self.name)
+        for i, item in enumerate(parsed.items):
+            if item["type"] not in SUPPORTED_ITEMS:
+                raise unsupported(f"input[{i}]", f"An {item['type']} input item", self.name)
+        fmt = req.text.format if req.text is not None else None
+        if (fmt and fmt.get("type") == "json_schema" and self.config.options.get("structured_output") == "tool"
+                and any(t.get("name") == fmt["name"] for t in req.tools or ())):
+            raise InvalidRequest(f"text.format.name '{fmt['name']}' collides with a function tool of that name.",
+                                 param="text.format.name", code="invalid_value")
+
+    def body(self, parsed: ParsedRequest, model: str, stream: bool) -> tuple[bytes, Plan]:
+        body, plan = build_body(parsed, model, stream, self.config.options)
+        return _encode(body), plan
+
+    # --- non-streaming -----------------------------------------------------------------------
+
+    async def create(self, parsed: ParsedRequest, model: str) -> dict[str, Any]:
+        payload, plan = self.body(parsed, model, False)
+        try:
+            async with self.session.post(self._url, data=payload, headers=self._headers,
+                                         timeout=self.timeout) as resp:
+                if resp.status >= 300:
+                    raise await self.error_from_response(resp)
+                raw = await resp.read()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise self.transport_error(exc) from None
+        try:
+            data = _decode(raw)
+        except msgspec.DecodeError:
+            raise self.error_from_body(502, b'{"error":{"message":"upstream sent invalid JSON"}}') from None
+        if not isinstance(data, dict) or data.get("type") == "error":
+            raise self._error_in_body(raw, data)
+        return MessageTranslator(plan).message(data)
+
+    def _error_in_body(self, raw: bytes, data: Any) -> UpstreamError:
+        err = data.get("error") if isinstance(data, dict) else None
+        kind = err.get("type") if isinstance(err, dict) else None
+        status = _ERRORS[kind][0] if kind in _ERRORS else 502
+        return self.error_from_body(status, raw)
+
+    # --- streaming ---------------------------------------------------------------------------
+
+    async def stream(self, parsed: ParsedRequest, model: str) -> AsyncIterator[Event]:
+        payload, plan = self.body(parsed, model, True)
+        try:
+            resp = await self.session.post(self._url, data=payload, headers=self._headers, timeout=self.timeout)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise self.transport_error(exc) from None
+        try:
+            if resp.status >= 300:
+                raise await self.error_from_response(resp)
+            translator = MessageTranslator(plan)
+            started = False
+            async for _, data in iter_sse(resp.content.iter_any()):
+                event = _decode(data)
+                if not started:
+                    if event.get("type") == "error":
+                        # Refused before anything was produced (overloaded at start): an upstream
+                        # error, so that routing can still try another route.
+                        raise self._error_in_body(data, event)
+                    started = True
+                    for out in translator.builder.start():
+                        yield out
+                for out in translator.feed(event):
+                    yield out
+                if translator.done:
+                    break
+            if started:
+                for out in translator.finish():
+                    yield out
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise self.transport_error(exc) from None
+        finally:
+            resp.close()
+
+    # --- errors ------------------------------------------------------------------------------
+
+    def error_from_body(self, status: int, body: bytes, retry_after: str | None = None) -> UpstreamError:
+        """Anthropic's `{"type":"error","error":{"type","message"}}` in OpenAI's shape and statuses."""
+        message, kind, _, _ = self.parse_error_body(body)
+        kind = kind or _STATUS_TYPES.get(status)
+        client_status, etype, code = _ERRORS.get(kind or "", (status, None, None))
+        if status == 529:
+            client_status = 503
+        exc = super().error_from_body(client_status, body, retry_after)
+        if etype is not None:
+            exc.type = etype
+        exc.code = code or exc.code
+        if not message:
+            exc.message = f"{self.name}: HTTP {status}"
+        return exc
+
+
+class _Block:
+    """One content block being received."""
+
+    __slots__ = ("citations", "data", "id", "kind", "name", "parts", "signature", "start", "streamed")
+
+    def __init__(self, kind: str, block: dict[str, Any]) -> None:
+        self.kind = kind
+        self.id: str = block.get("id") or ""
+        self.name: str = block.get("name") or ""
+        self.parts: list[str] = []  # text / thinking / JSON input pieces
+        self.signature: str = block.get("signature") or ""
+        self.data: dict[str, Any] = block
+        self.citations: list[dict[str, Any]] = []
+        self.start = 0  # characters of text this block added (citations cover exactly those)
+        self.streamed = False  # tool input arrived as deltas (not whole in the start block)
+
+
+class MessageTranslator:
+    """Anthropic message events -> Responses events and the result part of a Response."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.builder = ResponseEventBuilder()
+        self.blocks: dict[int, _Block] = {}
+        self.usage: dict[str, Any] = {}
+        self.stop_reason: str | None = None
+        self.stop_details: dict[str, Any] | None = None
+        self.error: dict[str, Any] | None = None
+        self.done = False
+        self.started = False
+        self._server_calls: dict[str, dict[str, Any]] = {}  # server/mcp tool_use id -> use block
+
+    # --- whole message (non-streaming) ---------------------------------------------------------
+
+    def message(self, data: dict[str, Any]) -> dict[str, Any]:
+        self.started = True
+        self._merge_usage(data.get("usage"))
+        blocks = data.get("content") or ()
+        truncated = data.get("stop_reason") in _INCOMPLETE
+        for index, block in enumerate(blocks):
+            self._start(index, block)
+            if truncated and index == len(blocks) - 1 and self.blocks[index].kind == "tool_use":
+                # The call was cut off: left open, so that finish() marks it incomplete (as in a stream).
+                self.builder.tool_call_arguments(index, _json(block.get("input")))
+                continue
+            self._stop(index)
+        self.stop_reason = data.get("stop_reason") or "end_turn"
+        self.stop_details = data.get("stop_details")
+        events = self.finish()
+        return events[-1]["response"]
+
+    # --- events --------------------------------------------------------------------------------
+
+    def feed(self, event: dict[str, Any]) -> list[Event]:
+        kind = event.get("type")
+        if kind == "content_block_delta":
+            return self._delta(event.get("index", 0), event.get("delta") or {})
+        if kind == "content_block_start":
+            return self._start(event.get("index", 0), event.get("content_block") or {})
+        if kind == "content_block_stop":
+            return self._stop(event.get("index", 0))
+        if kind == "message_start":
+            if not self.started:  # a repeated message_start (seen in the wild) changes nothing
+                self.started = True
+                self._merge_usage((event.get("message") or {}).get("usage"))
+        elif kind == "message_delta":
+            delta = event.get("delta") or {}
+            if delta.get("stop_reason"):
+                self.stop_reason = delta["stop_reason"]
+                self.stop_details = delta.get("stop_details")
+            self._merge_usage(event.get("usage"))
+        elif kind == "message_stop":
+            self.done = True
+        elif kind == "error":
+            err = event.get("error")
+            self.error = err if isinstance(err, dict) else {"message": str(err)}
+            self.done = True
+        return []  # ping and unknown events
+
+    def _merge_usage(self, usage: dict[str, Any] | None) -> None:
+        # message_delta repeats (and may correct) message_start's counts; the latest non-null wins.
+        if usage:
+            for key, value in usage.items():
+                if value is not None:
+                    self.usage[key] = value
+
+    def _start(self, index: int, block: dict[str, Any]) -> list[Event]:
+        kind = block.get("type") or ""
+        if kind == "tool_use" and block.get("name") == self.plan.json_tool:
+            kind = "json_tool"
+        state = self.blocks[index] = _Block(kind, block)
+        builder = self.builder
+        if kind == "text":
+            state.citations.extend(block.get("citations") or ())
+            return self._text(state, block.get("text") or "")
+        if kind == "thinking":
+            return builder.reasoning_summary(block["thinking"]) if block.get("thinking") else []
+        if kind == "tool_use":
+            return builder.tool_call_start(index, block.get("id") or new_id("call"), block.get("name") or "")
+        if kind == "web_search_tool_result":
+            return builder.item(self._web_search_call(block))
+        if kind == "mcp_tool_result":
+            return builder.item(self._mcp_call(block))
+        return []
+
+    def _text(self, state: _Block, delta: str) -> list[Event]:
+        state.start += len(delta)
+        return self.builder.text(delta)
+
+    def _delta(self, index: int, delta: dict[str, Any]) -> list[Event]:
+        state = self.blocks.get(index)
+        if state is None:
+            return []
+        kind = delta.get("type")
+        if kind == "text_delta":
+            return self._text(state, delta.get("text") or "") if state.kind == "text" else []
+        if kind == "input_json_delta":
+            piece = delta.get("partial_json") or ""
+            if not piece:
+                return []
+            state.streamed = True
+            if state.kind == "tool_use":
+                return self.builder.tool_call_arguments(index, piece)
+            if state.kind == "json_tool" and not self.plan.json_wrapped:
+                return self._text(state, piece)
+            state.parts.append(piece)  # server tools, wrapped JSON: needed whole at the stop
+            return []
+        if kind == "thinking_delta":
+            text = delta.get("thinking") or ""
+            if not text:
+                return []
+            state.parts.append(text)
+            return self.builder.reasoning_summary(text)
+        if kind == "signature_delta":
+            state.signature += delta.get("signature") or ""
+        elif kind == "citations_delta" and delta.get("citation"):
+            state.citations.append(delta["citation"])
+        return []  # compaction_delta and unknown deltas
+
+    def _stop(self, index: int) -> list[Event]:
+        state = self.blocks.get(index)
+        if state is None:
+            return []
+        kind = state.kind
+        builder = self.builder
+        if kind == "text":
+            return self._annotations(state)
+        if kind == "thinking":
+            return self._end_thinking(state)
+        if kind == "redacted_thinking":
+            if not self.plan.encrypted:
+                return []  # nothing readable, and the client did not ask for the state
+            sealed = seal(PROTOCOL, {"type": "redacted_thinking", "data": state.data.get("data") or ""})
+            return builder.reasoning_signature(sealed) + builder.end_reasoning()
+        if kind == "tool_use":
+            events = [] if state.streamed else builder.tool_call_arguments(index, _json(state.data.get("input")))
+            return events + builder.end_tool_call(index)
+        if kind == "json_tool":
+            return self._end_json_tool(state)
+        if kind in ("server_tool_use", "mcp_tool_use"):
+            # The call's input is needed when its result block arrives.
+            state.data = {**state.data, "input": _parse(state.parts) if state.streamed else state.data.get("input")}
+            self._server_calls[state.id] = state.data
+        return []
+
+    def _end_thinking(self, state: _Block) -> list[Event]:
+        builder = self.builder
+        events: list[Event] = []
+        if self.plan.encrypted:
+            text = "".join(state.parts) if state.parts else state.data.get("thinking") or ""
+            events += builder.reasoning_signature(
+                seal(PROTOCOL, {"type": "thinking", "thinking": text, "signature": state.signature}))
+        return events + builder.end_reasoning()
+
+    def _end_json_tool(self, state: _Block) -> list[Event]:
+        if state.streamed and not self.plan.json_wrapped:
+            return []  # already streamed as text
+        value = _parse(state.parts) if state.streamed else state.data.get("input")
+        if self.plan.json_wrapped and isinstance(value, dict):
+            value = value.get("value")
+        return self._text(state, _json(value))
+
+    def _annotations(self, state: _Block) -> list[Event]:
+        if not state.citations:
+            return []
+        # The block's text ends the open output_text part (blocks arrive one after the other), and
+        # a citation covers its whole block.
+        last = self.builder.output[-1] if self.builder.output else None
+        if last is None or last["type"] != "message" or not last["content"] or "text" not in last["content"][-1]:
+            return []
+        end = len(last["content"][-1]["text"])
+        events: list[Event] = []
+        for citation in state.citations:
+            if citation.get("type") == "web_search_result_location" and citation.get("url"):
+                events += self.builder.annotation({
+                    "type": "url_citation", "url": citation["url"], "title": citation.get("title") or "",
+                    "start_index": end - state.start, "end_index": end})
+        return events
+
+    def _web_search_call(self, block: dict[str, Any]) -> dict[str, Any]:
+        use = self._server_calls.get(block.get("tool_use_id") or "") or {}
+        query = (use.get("input") or {}).get("query")
+        content = block.get("content")
+        failed = not isinstance(content, list)
+        action: dict[str, Any] = {"type": "search", "query": query if isinstance(query, str) else ""}
+        if self.plan.sources and not failed:
+            action["sources"] = [{"type": "url", "url": r["url"]} for r in content if r.get("url")]
+        return {"id": new_id("ws"), "type": "web_search_call", "status": "failed" if failed else "completed",
+                "action": action}
+
+    def _mcp_call(self, block: dict[str, Any]) -> dict[str, Any]:
+        use = self._server_calls.get(block.get("tool_use_id") or "") or {}
+        content = block.get("content")
+        if isinstance(content, list):
+            content = "".join(part.get("text") or "" for part in content if isinstance(part, dict))
+        return {"id": new_id("mcp"), "type": "mcp_call", "server_label": use.get("server_name") or "",
+                "name": use.get("name") or "", "arguments": _json(use.get("input")),
+                "output": content if isinstance(content, str) else None,
+                "status": "failed" if block.get("is_error") else "completed"}
+
+    # --- end -----------------------------------------------------------------------------------
+
+    def finish(self) -> list[Event]:
+        if self.error is not None:
+            kind = self.error.get("type") or "upstream_error"
+            code = _ERRORS[kind][2] if kind in _ERRORS else None
+            return [{"type": "error", "code": code or kind,
+                     "message": self.error.get("message") or "upstream error", "param": None}]
+        if self.stop_reason is None:
+            return []  # the upstream cut the stream short; the gateway reports the failure
+        builder = self.builder
+        events: list[Event] = []
+        if self.stop_reason == "refusal":
+            # A refusal is the model's answer: a refusal part, status completed (as OpenAI does).
+            details = self.stop_details or {}
+            events += builder.refusal(details.get("explanation") or _REFUSAL)
+        incomplete = _INCOMPLETE.get(self.stop_reason)
+        events += builder.finish(incomplete=incomplete is not None)
+        result: dict[str, Any] = {"status": "incomplete" if incomplete else "completed", "output": builder.output,
+                                  "usage": self.canonical_usage()}
+        if incomplete:
+            result["incomplete_details"] = {"reason": incomplete}
+        events.append({"type": "response.incomplete" if incomplete else "response.completed", "response": result})
+        return events
+
+    def canonical_usage(self) -> dict[str, Any]:
+        usage = self.usage
+        read = usage.get("cache_read_input_tokens") or 0
+        written = usage.get("cache_creation_input_tokens") or 0
+        # Anthropic's input_tokens excludes cache reads and writes; the canonical count includes them.
+        prompt = (usage.get("input_tokens") or 0) + read + written
+        output = usage.get("output_tokens") or 0
+        thinking = (usage.get("output_tokens_details") or {}).get("thinking_tokens") or 0
+        canonical: dict[str, Any] = {
+            "input_tokens": prompt,
+            "input_tokens_details": {"cached_tokens": read, "cached_tokens_created": written},
+            "output_tokens": output,
+            "output_tokens_details": {"reasoning_tokens": thinking},
+            "total_tokens": prompt + output,
+        }
+        searches = (usage.get("server_tool_use") or {}).get("web_search_requests")
+        if searches:
+            canonical["tool_calls"] = {"web_search": searches}
+        return canonical
+
+
+def _json(value: Any) -> str:
+    return _encode(value if value is not None else {}).decode()
+
+
+def _parse(parts: list[str]) -> Any:
+    try:
+        return _decode("".join(parts)) if parts else {}
+    except msgspec.DecodeError:
+        return {}

@@ -1,0 +1,569 @@
+"""Responses request -> Anthropic Messages request body (`POST /v1/messages`).
+
+Anthropic's conversation shape is stricter than the Responses input list: one top-level `system`,
+turns that alternate user/assistant and start with a user turn, `tool_result` blocks first in the
+user turn that follows the assistant's `tool_use`, at most four cache breakpoints. `build_body`
+folds the item list into that shape in one pass and returns a `Plan` that tells the response side
+what the request asked for (a forced JSON tool, sealed reasoning wanted, ...).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from sluice.canonical.reasoning import unseal
+from sluice.canonical.request import ParsedRequest
+from sluice.errors import InvalidRequest
+
+PROTOCOL = "anthropic"  # tag of the reasoning state sealed into encrypted_content
+
+# Thinking budget per reasoning effort (overridable with the provider option `thinking_budgets`).
+EFFORT_BUDGETS: dict[str, int] = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 16384, "xhigh": 24576}
+# `output_config.effort` for providers configured with `thinking: adaptive`.
+ADAPTIVE_EFFORT: dict[str, str] = {"minimal": "low", "low": "low", "medium": "medium", "high": "high",
+                                   "xhigh": "xhigh"}
+MIN_BUDGET = 1024  # Anthropic's minimum `budget_tokens`
+MAX_BREAKPOINTS = 4  # Anthropic rejects a request with more cache_control breakpoints
+# When max_output_tokens is not given and the default would not exceed the budget: room for the answer.
+_ANSWER_ROOM = 4096
+
+_IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
+_TOOL_ID = re.compile(r"^[a-zA-Z0-9_-]+$")
+_TOOL_ID_BAD = re.compile(r"[^a-zA-Z0-9_-]")
+# Opening user turn when the conversation starts with the assistant (Anthropic requires a user turn).
+_PLACEHOLDER_USER = "(continue)"
+_JSON_OBJECT_NOTE = "Respond with a single valid JSON object and nothing else."
+# Items Sluice itself returns for Anthropic server tools; their state cannot be replayed, so they are dropped.
+_DROPPED_ITEMS = frozenset({"web_search_call", "mcp_call"})
+SUPPORTED_ITEMS = frozenset({"message", "function_call", "function_call_output", "reasoning"}) | _DROPPED_ITEMS
+HOSTED_WEB_SEARCH = frozenset({"web_search", "web_search_preview", "web_search_2025_08_26",
+                               "web_search_preview_2025_03_11"})
+
+_encode = msgspec.json.encode
+_decode = msgspec.json.decode
+
+
+@dataclass(slots=True)
+class Plan:
+    """What the response side needs to know about the request that was sent."""
+
+    json_tool: str | None = None  # name of the forced tool standing in for text.format json_schema
+    json_wrapped: bool = False  # the schema was not an object: the tool input is {"value": ...}
+    encrypted: bool = False  # the client asked for reasoning.encrypted_content
+    sources: bool = False  # the client asked for web_search_call.action.sources
+
+
+def default_max_tokens(model: str) -> int:
+    """`max_tokens` is required by Anthropic; the default is what the model family can produce."""
+    name = model.lower()
+    if "claude-3-5" in name or "claude-3.5" in name:
+        return 8192
+    if any(old in name for old in ("claude-3-haiku", "claude-3-opus", "claude-3-sonnet", "claude-2", "claude-instant")):
+        return 4096
+    return 32000
+
+
+def build_body(parsed: ParsedRequest, model: str, stream: bool, options: dict[str, Any]) -> tuple[dict[str, Any], Plan]:
+    req = parsed.req
+    plan = Plan(encrypted=parsed.wants("reasoning.encrypted_content"),
+                sources=parsed.wants("web_search_call.action.sources"))
+    marks = _Marks()
+    body: dict[str, Any] = {"model": model}
+    tools, tool_choice = _tools(parsed, marks, options, plan)
+    system, messages = _conversation(parsed, marks)
+    fmt = req.text.format if req.text is not None else None
+    if fmt and fmt.get("type") == "json_object":
+        # Anthropic has no JSON mode; an instruction is the closest it gets.
+        system.append({"type": "text", "text": _JSON_OBJECT_NOTE})
+    if system:
+        body["system"] = system
+    body["messages"] = messages
+    max_tokens = req.max_output_tokens or options.get("max_tokens") or default_max_tokens(model)
+    thinking = _thinking(parsed, options, tool_choice, messages)
+    if thinking is not None:
+        max_tokens = _fit_thinking(thinking, max_tokens, explicit=req.max_output_tokens is not None)
+        if max_tokens is None:
+            thinking = None
+            max_tokens = req.max_output_tokens
+    body["max_tokens"] = max_tokens
+    if thinking is not None:
+        body["thinking"] = thinking
+        if thinking["type"] == "adaptive":
+            body["output_config"] = {"effort": ADAPTIVE_EFFORT.get(req.reasoning.effort or "", "medium")}  # type: ignore[union-attr]
+    else:
+        # Anthropic rejects sampling parameters together with thinking, and newer models reject
+        # temperature and top_p together: temperature wins.
+        if req.temperature is not None:
+            body["temperature"] = min(req.temperature, 1.0)  # Anthropic's range is 0..1
+        elif req.top_p is not None:
+            body["top_p"] = req.top_p
+    if tools:
+        body["tools"] = tools
+        if tool_choice is not None:
+            body["tool_choice"] = tool_choice
+    if fmt and fmt.get("type") == "json_schema" and plan.json_tool is None:
+        body.setdefault("output_config", {})["format"] = {"type": "json_schema", "schema": strict_schema(fmt["schema"])}
+    if req.cache_control is not None:
+        body["cache_control"] = _cache(msgspec.to_builtins(req.cache_control))
+    marks.enforce(body.get("cache_control"))
+    if stream:
+        body["stream"] = True
+    extra = options.get("extra_body")
+    if isinstance(extra, dict):
+        body.update(extra)
+    return body, plan
+
+
+# --- conversation --------------------------------------------------------------------------------
+
+
+def _conversation(parsed: ParsedRequest, marks: _Marks) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(system blocks, alternating messages) from instructions and the input items."""
+    system: list[dict[str, Any]] = []
+    if parsed.req.instructions:
+        system.append({"type": "text", "text": parsed.req.instructions})
+    turns = _Turns()
+    for i, item in enumerate(parsed.items):
+        kind = item["type"]
+        if kind == "message":
+            role = item["role"]
+            if role in ("system", "developer"):
+                # Anthropic has one system prompt: system/developer messages join it, in order.
+                blocks = [{"type": "text", "text": p["text"]} for p in item["content"]
+                          if p.get("type") in ("input_text", "output_text") and p.get("text")]
+                system.extend(blocks)
+                marks.system(blocks, item.get("cache_control"))
+            else:
+                blocks = _parts(item["content"], f"input[{i}].content", role == "assistant")
+                turns.add(role, blocks)
+                marks.message(blocks, item.get("cache_control"))
+        elif kind == "function_call":
+            block = {"type": "tool_use", "id": _tool_id(item["call_id"]), "name": item["name"],
+                     "input": _arguments(item["arguments"], f"input[{i}].arguments")}
+            turns.add("assistant", [block])
+            marks.message([block], item.get("cache_control"))
+        elif kind == "function_call_output":
+            block = _tool_result(item, f"input[{i}].output")
+            turns.add_result(block)
+            marks.message([block], item.get("cache_control"))
+        elif kind == "reasoning":
+            block = _thinking_block(item)
+            if block is not None:
+                turns.add("assistant", [block])
+        # web_search_call / mcp_call: Anthropic's server-tool state cannot be rebuilt; the text stays.
+    return system, turns.messages()
+
+
+class _Turns:
+    """Alternating turns; a user turn keeps its tool_result blocks first, as Anthropic requires."""
+
+    __slots__ = ("_turns",)
+
+    def __init__(self) -> None:
+        # [role, results, other blocks]
+        self._turns: list[tuple[str, list[dict[str, Any]], list[dict[str, Any]]]] = []
+
+    def _turn(self, role: str) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
+        if not self._turns or self._turns[-1][0] != role:
+            self._turns.append((role, [], []))
+        return self._turns[-1]
+
+    def add(self, role: str, blocks: list[dict[str, Any]]) -> None:
+        if blocks:
+            self._turn(role)[2].extend(blocks)
+
+    def add_result(self, block: dict[str, Any]) -> None:
+        self._turn("user")[1].append(block)
+
+    def messages(self) -> list[dict[str, Any]]:
+        messages = [{"role": role, "content": results + blocks if results else blocks}
+                    for role, results, blocks in self._turns]
+        if not messages or messages[0]["role"] != "user":
+            messages.insert(0, {"role": "user", "content": [{"type": "text", "text": _PLACEHOLDER_USER}]})
+        return messages
+
+
+def _parts(parts: list[dict[str, Any]], where: str, assistant: bool) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = []
+    for j, part in enumerate(parts):
+        kind = part.get("type")
+        if kind in ("input_text", "output_text"):
+            if not part["text"]:
+                continue  # Anthropic rejects empty text blocks
+            block: dict[str, Any] = {"type": "text", "text": part["text"]}
+        elif kind == "refusal":
+            if not part["refusal"]:
+                continue
+            block = {"type": "text", "text": part["refusal"]}
+        elif kind == "input_image" and not assistant:
+            block = _image(part, f"{where}[{j}]")
+        elif kind == "input_file" and not assistant:
+            block = _document(part, f"{where}[{j}]")
+        else:
+            continue
+        if part.get("cache_control"):
+            block["cache_control"] = _cache(part["cache_control"])
+        blocks.append(block)
+    return blocks
+
+
+def _image(part: dict[str, Any], where: str) -> dict[str, Any]:
+    url = part.get("image_url")
+    if not url:
+        raise InvalidRequest(f"An input_image by file_id is not supported by Anthropic; send image_url ({where}).",
+                             param=f"{where}.file_id", code="unsupported_parameter")
+    if url.startswith("data:"):
+        media, data = _data_url(url, f"{where}.image_url")
+        if media not in _IMAGE_TYPES:
+            raise InvalidRequest(f"Invalid '{where}.image_url': Anthropic accepts image/jpeg, image/png, image/gif "
+                                 f"and image/webp, got {media!r}.", param=f"{where}.image_url", code="invalid_value")
+        return {"type": "image", "source": {"type": "base64", "media_type": media, "data": data}}
+    return {"type": "image", "source": {"type": "url", "url": url}}
+
+
+def _document(part: dict[str, Any], where: str) -> dict[str, Any]:
+    data, url, filename = part.get("file_data"), part.get("file_url"), part.get("filename")
+    if data:
+        if data.startswith("data:"):
+            media, payload = _data_url(data, f"{where}.file_data")
+        else:  # bare base64, as some clients send: OpenAI's file inputs are PDFs
+            media, payload = "application/pdf", data
+        if media == "application/pdf":
+            source: dict[str, Any] = {"type": "base64", "media_type": "application/pdf", "data": payload}
+        elif media.startswith("text/"):
+            try:
+                text = base64.b64decode(payload).decode()
+            except (binascii.Error, UnicodeDecodeError):
+                raise InvalidRequest(f"Invalid '{where}.file_data': not base64-encoded UTF-8 text.",
+                                     param=f"{where}.file_data", code="invalid_value") from None
+            source = {"type": "text", "media_type": "text/plain", "data": text}
+        else:
+            raise InvalidRequest(f"Invalid '{where}.file_data': Anthropic accepts PDF and plain-text files, got "
+                                 f"{media!r}.", param=f"{where}.file_data", code="invalid_value")
+    elif url:
+        source = {"type": "url", "url": url}
+    else:
+        raise InvalidRequest(f"An input_file by file_id is not supported by Anthropic; send file_data ({where}).",
+                             param=f"{where}.file_id", code="unsupported_parameter")
+    block: dict[str, Any] = {"type": "document", "source": source}
+    if filename:
+        block["title"] = filename[:500]
+    return block
+
+
+def _data_url(url: str, param: str) -> tuple[str, str]:
+    header, comma, data = url.partition(",")
+    if not comma or not header.endswith(";base64"):
+        raise InvalidRequest(f"Invalid '{param}': expected a base64 data URL.", param=param, code="invalid_value")
+    return header[5:-7].lower(), data
+
+
+def _tool_id(call_id: str) -> str:
+    # Anthropic's ids must match ^[a-zA-Z0-9_-]+$; ids minted elsewhere are mapped the same way
+    # on the tool_use and the tool_result, so they still pair up.
+    return call_id if _TOOL_ID.match(call_id) else (_TOOL_ID_BAD.sub("_", call_id) or "call")
+
+
+def _arguments(arguments: str, param: str) -> dict[str, Any]:
+    if not arguments.strip():
+        return {}
+    try:
+        value = _decode(arguments)
+    except msgspec.DecodeError:
+        raise InvalidRequest(f"Invalid '{param}': function call arguments must be a JSON object.", param=param,
+                             code="invalid_value") from None
+    if not isinstance(value, dict):
+        raise InvalidRequest(f"Invalid '{param}': function call arguments must be a JSON object.", param=param,
+                             code="invalid_value")
+    return value
+
+
+def _tool_result(item: dict[str, Any], where: str) -> dict[str, Any]:
+    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": _tool_id(item["call_id"])}
+    output = item["output"]
+    if isinstance(output, str):
+        block["content"] = output
+    else:
+        content = _parts(output, where, False)
+        if content:
+            block["content"] = content
+    if "is_error" in item:
+        block["is_error"] = item["is_error"]
+    return block
+
+
+def _thinking_block(item: dict[str, Any]) -> dict[str, Any] | None:
+    # Only state Sluice sealed for Anthropic goes back; anything else would fail verification.
+    state = unseal(item.get("encrypted_content"), PROTOCOL)
+    if state is None:
+        return None
+    if state.get("type") == "redacted_thinking" and isinstance(state.get("data"), str):
+        return {"type": "redacted_thinking", "data": state["data"]}
+    if state.get("type") == "thinking" and isinstance(state.get("signature"), str):
+        return {"type": "thinking", "thinking": state.get("thinking") or "", "signature": state["signature"]}
+    return None
+
+
+# --- tools -----------------------------------------------------------------------------------------
+
+
+def _tools(parsed: ParsedRequest, marks: _Marks, options: dict[str, Any],
+           plan: Plan) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    req = parsed.req
+    choice = req.tool_choice
+    allowed: set[str] | None = None
+    if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
+        # Anthropic has no per-request subset of the tools: send only the allowed ones.
+        allowed = {t.get("name") or t.get("type") for t in choice.get("tools") or ()}
+    tools: list[dict[str, Any]] = []
+    for tool in req.tools or ():
+        kind = tool.get("type")
+        if kind == "function":
+            if allowed is not None and tool["name"] not in allowed:
+                continue
+            converted: dict[str, Any] = {"name": tool["name"]}
+            if tool.get("description"):
+                converted["description"] = tool["description"]
+            converted["input_schema"] = tool.get("parameters") or {"type": "object", "properties": {}}
+        elif kind in HOSTED_WEB_SEARCH:
+            if allowed is not None and kind not in allowed and "web_search" not in allowed:
+                continue
+            converted = _web_search_tool(tool, req.max_tool_calls)
+        else:
+            continue  # check() rejected it already
+        if tool.get("cache_control"):
+            converted["cache_control"] = _cache(tool["cache_control"])
+            marks.tools.append(converted)
+        tools.append(converted)
+    tool_choice = _tool_choice(choice, req.parallel_tool_calls) if tools else None
+    fmt = req.text.format if req.text is not None else None
+    if fmt and fmt.get("type") == "json_schema" and options.get("structured_output") == "tool":
+        tools.append(_json_tool(fmt, plan))
+        tool_choice = _json_tool_choice(tool_choice, plan.json_tool or "", len(tools) > 1)
+    return tools, tool_choice
+
+
+def _web_search_tool(tool: dict[str, Any], max_uses: int | None) -> dict[str, Any]:
+    converted: dict[str, Any] = {"type": "web_search_20250305", "name": "web_search"}
+    domains = (tool.get("filters") or {}).get("allowed_domains")
+    if domains:
+        converted["allowed_domains"] = domains
+    location = tool.get("user_location")
+    if isinstance(location, dict):
+        fields = {k: location[k] for k in ("city", "region", "country", "timezone") if location.get(k)}
+        if fields:
+            converted["user_location"] = {"type": "approximate", **fields}
+    if max_uses:
+        converted["max_uses"] = max_uses
+    return converted
+
+
+def _tool_choice(choice: str | dict[str, Any] | None, parallel: bool | None) -> dict[str, Any] | None:
+    if choice is None or choice == "auto":
+        converted: dict[str, Any] = {"type": "auto"}
+    elif choice == "none":
+        return {"type": "none"}  # takes no disable_parallel_tool_use
+    elif choice == "required":
+        converted = {"type": "any"}
+    elif choice.get("type") == "function":  # type: ignore[union-attr]
+        converted = {"type": "tool", "name": choice["name"]}  # type: ignore[index]
+    elif choice.get("type") in HOSTED_WEB_SEARCH:  # type: ignore[union-attr]
+        converted = {"type": "tool", "name": "web_search"}
+    else:  # allowed_tools: the subset was applied to the tool list
+        converted = {"type": "any" if choice.get("mode") == "required" else "auto"}  # type: ignore[union-attr]
+    if parallel is False:
+        converted["disable_parallel_tool_use"] = True
+    elif choice is None and parallel is None:
+        return None  # Anthropic's default is auto with parallel calls allowed
+    return converted
+
+
+def _json_tool(fmt: dict[str, Any], plan: Plan) -> dict[str, Any]:
+    """A tool whose input is the structured answer (providers that lack native structured output)."""
+    schema = fmt["schema"]
+    plan.json_tool = fmt["name"]
+    if schema.get("type") != "object":
+        # A tool's input must be an object: wrap the schema and unwrap the answer.
+        plan.json_wrapped = True
+        schema = {"type": "object", "properties": {"value": schema}, "required": ["value"]}
+    tool: dict[str, Any] = {"name": fmt["name"], "input_schema": schema}
+    tool["description"] = fmt.get("description") or "Respond with the final answer by calling this tool."
+    return tool
+
+
+def _json_tool_choice(choice: dict[str, Any] | None, name: str, has_functions: bool) -> dict[str, Any]:
+    if not has_functions or (choice is not None and choice["type"] == "none"):
+        return {"type": "tool", "name": name}
+    if choice is not None and choice["type"] == "tool":
+        return choice
+    # The model answers through a function call or the JSON tool, never in free text.
+    converted: dict[str, Any] = {"type": "any"}
+    if choice is not None and choice.get("disable_parallel_tool_use"):
+        converted["disable_parallel_tool_use"] = True
+    return converted
+
+
+# --- reasoning ------------------------------------------------------------------------------------
+
+
+def _thinking(parsed: ParsedRequest, options: dict[str, Any], tool_choice: dict[str, Any] | None,
+              messages: list[dict[str, Any]]) -> dict[str, Any] | None:
+    reasoning = parsed.req.reasoning
+    effort = reasoning.effort if reasoning is not None else None
+    if effort is None or effort == "none":
+        return None
+    if tool_choice is not None and tool_choice["type"] in ("any", "tool"):
+        return None  # Anthropic: thinking cannot be combined with a forced tool
+    if _open_tool_turn_without_thinking(messages):
+        # A tool loop whose assistant turn carries no thinking block (the client did not send the
+        # sealed reasoning back) cannot continue with thinking on: Anthropic rejects it.
+        return None
+    if options.get("thinking") == "adaptive":
+        return {"type": "adaptive"}
+    budgets = options.get("thinking_budgets")
+    budget = (budgets or {}).get(effort) if isinstance(budgets, dict) else None
+    return {"type": "enabled", "budget_tokens": int(budget or EFFORT_BUDGETS.get(effort, EFFORT_BUDGETS["medium"]))}
+
+
+def _open_tool_turn_without_thinking(messages: list[dict[str, Any]]) -> bool:
+    for message in reversed(messages):
+        if message["role"] == "assistant":
+            content = message["content"]
+            uses_tools = any(block["type"] == "tool_use" for block in content)
+            return uses_tools and content[0]["type"] not in ("thinking", "redacted_thinking")
+    return False
+
+
+def _fit_thinking(thinking: dict[str, Any], max_tokens: int, *, explicit: bool) -> int | None:
+    """max_tokens that leaves room above the budget (Anthropic: budget_tokens < max_tokens).
+
+    max_output_tokens includes reasoning in the Responses API, so an explicit cap shrinks the budget;
+    without one the default grows. None when the cap is too small for any thinking.
+    """
+    if thinking["type"] != "enabled":
+        return max_tokens
+    budget = thinking["budget_tokens"]
+    if budget < max_tokens:
+        return max_tokens
+    if not explicit:
+        return budget + _ANSWER_ROOM
+    if max_tokens <= MIN_BUDGET:
+        return None
+    thinking["budget_tokens"] = max(MIN_BUDGET, max_tokens // 2)
+    return max_tokens
+
+
+# --- prompt caching -------------------------------------------------------------------------------
+
+
+def _cache(value: dict[str, Any]) -> dict[str, Any]:
+    # Only the fields Anthropic knows; ttl absent means 5m.
+    cache: dict[str, Any] = {"type": "ephemeral"}
+    if value.get("ttl") in ("5m", "1h"):
+        cache["ttl"] = value["ttl"]
+    return cache
+
+
+class _Marks:
+    """Blocks carrying cache_control, in prompt order (tools, system, messages)."""
+
+    __slots__ = ("_messages", "_system", "tools")
+
+    def __init__(self) -> None:
+        self.tools: list[dict[str, Any]] = []
+        self._system: list[dict[str, Any]] = []
+        self._messages: list[dict[str, Any]] = []
+
+    def system(self, blocks: list[dict[str, Any]], cache: dict[str, Any] | None) -> None:
+        self._mark(self._system, blocks, cache)
+
+    def message(self, blocks: list[dict[str, Any]], cache: dict[str, Any] | None) -> None:
+        self._mark(self._messages, blocks, cache)
+
+    @staticmethod
+    def _mark(into: list[dict[str, Any]], blocks: list[dict[str, Any]], cache: dict[str, Any] | None) -> None:
+        # A message's (or item's) cache_control marks its last block: the end of the cached prefix.
+        if cache and blocks:
+            blocks[-1]["cache_control"] = _cache(cache)
+        into.extend(block for block in blocks if "cache_control" in block)
+
+    def enforce(self, top_level: dict[str, Any] | None) -> None:
+        """Keep Anthropic's limits: at most 4 breakpoints, and no 1h breakpoint after a 5m one.
+
+        Over the limit, the first breakpoint (the stable prefix: tools or system) and the latest
+        ones (the longest prefixes) are kept; those in between are dropped. A 1h breakpoint
+        upgrades the 5m ones before it, since it asks for that whole prefix to live an hour.
+        """
+        marks = self.tools + self._system + self._messages
+        limit = MAX_BREAKPOINTS - (1 if top_level is not None else 0)
+        if len(marks) > limit:
+            keep = {id(marks[0]), *(id(block) for block in marks[len(marks) - (limit - 1):])} if limit > 1 else set()
+            for block in marks:
+                if id(block) not in keep:
+                    del block["cache_control"]
+            marks = [block for block in marks if "cache_control" in block]
+        last_hour = -1
+        if top_level is not None and top_level.get("ttl") == "1h":
+            last_hour = len(marks)
+        else:
+            for i, block in enumerate(marks):
+                if block["cache_control"].get("ttl") == "1h":
+                    last_hour = i
+        for block in marks[:last_hour]:
+            block["cache_control"]["ttl"] = "1h"
+
+
+# --- structured output ----------------------------------------------------------------------------
+
+_STRING_FORMATS = frozenset({"date-time", "time", "date", "duration", "email", "hostname", "uri", "ipv4", "ipv6",
+                             "uuid"})
+
+
+def strict_schema(schema: Any) -> Any:
+    """A JSON schema in the subset Anthropic's structured output accepts.
+
+    Objects get `additionalProperties: false`; keywords it does not support (numeric and string
+    bounds, patterns, unknown formats, ...) move into the description, so the model still sees them.
+    """
+    if not isinstance(schema, dict):
+        return schema
+    rest = dict(schema)
+    out: dict[str, Any] = {}
+    for key in ("$defs", "definitions"):
+        if isinstance(rest.get(key), dict):
+            out[key] = {name: strict_schema(sub) for name, sub in rest.pop(key).items()}
+    if "$ref" in rest:
+        out["$ref"] = rest.pop("$ref")
+        return out
+    for key in ("anyOf", "oneOf", "allOf"):
+        if isinstance(rest.get(key), list):
+            out["anyOf" if key == "oneOf" else key] = [strict_schema(sub) for sub in rest.pop(key)]
+    for key in ("type", "enum", "const", "description", "title"):
+        if key in rest:
+            out[key] = rest.pop(key)
+    kind = out.get("type")
+    if kind == "object" or "properties" in rest:
+        out["properties"] = {name: strict_schema(sub) for name, sub in (rest.pop("properties", None) or {}).items()}
+        if "required" in rest:
+            out["required"] = rest.pop("required")
+        rest.pop("additionalProperties", None)
+        out["additionalProperties"] = False
+    elif kind == "array":
+        if "items" in rest:
+            out["items"] = strict_schema(rest.pop("items"))
+        if rest.get("minItems") in (0, 1):
+            out["minItems"] = rest.pop("minItems")
+    elif kind == "string" and rest.get("format") in _STRING_FORMATS:
+        out["format"] = rest.pop("format")
+    rest.pop("default", None)
+    rest.pop("strict", None)
+    if rest:
+        note = "{" + ", ".join(f"{key}: {_encode(value).decode()}" for key, value in rest.items()) + "}"
+        out["description"] = f"{out['description']}\n\n{note}" if out.get("description") else note
+    return out
