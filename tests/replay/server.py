@@ -11,6 +11,7 @@ import contextlib
 import json
 import select
 import socket
+import sys
 import threading
 import time
 from collections import deque
@@ -50,6 +51,13 @@ class _ClientGone(Exception):
     """The client closed its side before the response finished."""
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        # A client (the gateway) dropping a keep-alive connection is normal, not worth a traceback.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
+
+
 class ReplayServer:
     """Serve queued exchanges on 127.0.0.1 from a background thread."""
 
@@ -74,7 +82,7 @@ class ReplayServer:
         if self._httpd is not None:
             return self
         handler = type("_BoundHandler", (_Handler,), {"replay": self})
-        httpd = ThreadingHTTPServer((self._host, 0), handler)
+        httpd = _QuietServer((self._host, 0), handler)
         httpd.daemon_threads = True
         self._httpd = httpd
         # A short poll interval keeps stop() (hence every `with` block) fast.
