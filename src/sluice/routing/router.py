@@ -70,5 +70,7 @@ def plan(parsed: ParsedRequest, catalog: Catalog) -> list[Route]:
         return able
     missing = next(need for need in needs if need not in unique[0].capabilities)
     param, what = _NEEDS[missing]
+    if missing == "logprobs" and parsed.req.top_logprobs:
+        param = "top_logprobs"
     raise InvalidRequest(f"{what} is not supported by model '{parsed.req.model}'.", param=param,
                          code="unsupported_parameter")

@@ -1,0 +1,300 @@
+"""AWS Bedrock upstream (`type: bedrock`): the Converse and ConverseStream APIs.
+
+`POST {endpoint}/model/{modelId}/converse` answers JSON; `/converse-stream` answers an AWS binary
+eventstream. Requests are signed with SigV4 by botocore (`SigV4Auth` over exactly the bytes and
+the percent-encoded path that are sent), or carry a Bedrock API key as a bearer token; frames are
+parsed by botocore's `EventStreamBuffer`. The HTTP call itself goes through the shared aiohttp
+session like every other adapter. Translation lives in `bedrock_request` / `bedrock_response`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import msgspec
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import ReadOnlyCredentials
+from botocore.eventstream import EventStreamBuffer, ParserError
+from botocore.exceptions import BotoCoreError
+from botocore.session import Session
+from botocore.utils import percent_encode
+from yarl import URL
+
+from sluice.canonical.request import ParsedRequest
+from sluice.config import ProviderConfig
+from sluice.errors import UpstreamError, status_error_type
+from sluice.providers.base import RETRYABLE, Adapter, Event, unsupported
+from sluice.providers.bedrock_request import Plan, build_body, check_part
+from sluice.providers.bedrock_response import (
+    AWS_ERRORS,
+    MALFORMED,
+    ConverseTranslator,
+    event_code,
+    stream_exception,
+    usage,
+)
+
+_encode = msgspec.json.encode
+_decode = msgspec.json.decode
+
+SIGNING_NAME = "bedrock"  # service-2.json metadata.signingName
+
+
+class BedrockAdapter(Adapter):
+    def __init__(self, name: str, config: ProviderConfig, session: aiohttp.ClientSession) -> None:
+        super().__init__(name, config, session)
+        self.region = config.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        # A Bedrock API key (bearer token) replaces SigV4: the config's api_key first, then the
+        # environment, unless the config names SigV4 keys of its own.
+        self.bearer = config.api_key or (
+            None if config.aws_access_key_id else os.environ.get("AWS_BEARER_TOKEN_BEDROCK"))
+        self._static = (ReadOnlyCredentials(config.aws_access_key_id, config.aws_secret_access_key,
+                                            config.aws_session_token)
+                        if config.aws_access_key_id and config.aws_secret_access_key else None)
+        self._source: Any = None  # botocore credentials from the default chain (env, profile, SSO, IMDS...)
+        self._frozen: ReadOnlyCredentials | None = self._static
+        self._resolved = False
+        self._lock = asyncio.Lock()
+        self._urls: dict[str, tuple[str, str]] = {}
+        self._headers = {"Content-Type": "application/json", **config.headers}
+
+    # --- request -----------------------------------------------------------------------------
+
+    def check(self, parsed: ParsedRequest, model: str) -> None:
+        req = parsed.req
+        for i, tool in enumerate(req.tools or ()):
+            if tool.get("type") != "function":
+                raise unsupported(f"tools[{i}].type", f"The '{tool.get('type')}' tool", self.name)
+        choice = req.tool_choice
+        if isinstance(choice, dict) and choice.get("type") not in ("function", "allowed_tools"):
+            raise unsupported("tool_choice", f"tool_choice of type '{choice.get('type')}'", self.name)
+        if req.top_logprobs:
+            raise unsupported("top_logprobs", "Logprobs", self.name)
+        if parsed.wants("message.output_text.logprobs"):
+            raise unsupported("include", "Logprobs", self.name)
+        for i, item in enumerate(parsed.items):
+            kind = item["type"]
+            if kind == "item_reference":
+                raise unsupported(f"input[{i}]", "An item_reference input", self.name)
+            if kind == "message":
+                parts, where = item["content"], f"input[{i}].content"
+            elif kind == "function_call_output" and isinstance(item["output"], list):
+                parts, where = item["output"], f"input[{i}].output"
+            else:
+                continue
+            for j, part in enumerate(parts):
+                if isinstance(part, dict) and part.get("type") in ("input_image", "input_file"):
+                    check_part(part, f"{where}[{j}]")
+
+    def body(self, parsed: ParsedRequest, model: str) -> tuple[dict[str, Any], Plan]:
+        """The Converse request body and what reading its answer needs."""
+        return build_body(parsed, model, self.config.options)
+
+    def url(self, model: str, stream: bool) -> str:
+        urls = self._urls.get(model)
+        if urls is None:
+            base = (self.config.base_url or f"https://bedrock-runtime.{self.region}.amazonaws.com").rstrip("/")
+            # The modelId is one path segment: ':' and '/' (ARNs) percent-encoded, as botocore does.
+            prefix = f"{base}/model/{percent_encode(model)}/"
+            urls = self._urls[model] = (prefix + "converse", prefix + "converse-stream")
+        return urls[stream]
+
+    async def signed_headers(self, url: str, payload: bytes) -> dict[str, str]:
+        """Headers for one request: a bearer token, or a SigV4 signature over `url` and `payload`."""
+        if self.bearer:
+            return {**self._headers, "Authorization": f"Bearer {self.bearer}"}
+        credentials = await self.credentials()
+        request = AWSRequest(method="POST", url=url, data=payload, headers=self._headers)
+        SigV4Auth(credentials, SIGNING_NAME, self.region).add_auth(request)
+        return dict(request.headers.items())
+
+    async def _prepare(self, parsed: ParsedRequest, model: str, stream: bool
+                       ) -> tuple[URL, bytes, dict[str, str], Plan]:
+        if not self._resolved and (self.region is None or (self._static is None and not self.bearer)):
+            await self._resolve()
+        if self.region is None and (not self.bearer or not self.config.base_url):
+            raise self._misconfigured("no AWS region (config region, AWS_REGION or AWS_DEFAULT_REGION)")
+        body, plan = self.body(parsed, model)
+        payload = _encode(body)
+        url = self.url(model, stream)
+        headers = await self.signed_headers(url, payload)
+        # encoded=True: send the path byte for byte as signed (no re-quoting of %3A).
+        return URL(url, encoded=True), payload, headers, plan
+
+    # --- credentials -------------------------------------------------------------------------
+
+    async def credentials(self) -> ReadOnlyCredentials:
+        """Frozen SigV4 credentials; resolving or refreshing them runs off the event loop."""
+        frozen = self._frozen
+        if frozen is not None and not self._refresh_needed():
+            return frozen
+        async with self._lock:
+            if self._frozen is None or self._refresh_needed():
+                self._frozen = await asyncio.to_thread(self._freeze)
+            return self._frozen
+
+    def _refresh_needed(self) -> bool:
+        check = getattr(self._source, "refresh_needed", None)
+        return bool(check is not None and check())
+
+    async def _resolve(self) -> None:
+        async with self._lock:
+            if not self._resolved:
+                await asyncio.to_thread(self._load_chain)
+                self._resolved = True
+
+    def _load_chain(self) -> None:
+        # botocore's Session is slow to build (milliseconds) and its chain may read files or call
+        # IMDS/STS, so it is built once per adapter, in a worker thread.
+        try:
+            session = Session(profile=self.config.options.get("profile"))
+            if self.region is None:
+                self.region = session.get_config_variable("region")
+            if self._static is None and not self.bearer:
+                self._source = session.get_credentials()
+        except BotoCoreError as exc:
+            raise self._misconfigured(f"could not load AWS configuration: {exc}") from None
+
+    def _freeze(self) -> ReadOnlyCredentials:
+        if self._source is None:
+            raise self._misconfigured("no AWS credentials found (config aws_access_key_id/aws_secret_access_key, "
+                                      "AWS_* environment variables, a profile, or AWS_BEARER_TOKEN_BEDROCK)")
+        try:
+            return self._source.get_frozen_credentials()
+        except BotoCoreError as exc:
+            raise self._misconfigured(f"could not refresh AWS credentials: {exc}") from None
+
+    def _misconfigured(self, detail: str) -> UpstreamError:
+        return UpstreamError(f"Provider '{self.name}': {self.redact_secrets(detail)}", provider=self.name,
+                             retryable=False, status=500, code="provider_misconfigured")
+
+    # --- non-streaming -----------------------------------------------------------------------
+
+    async def create(self, parsed: ParsedRequest, model: str) -> dict[str, Any]:
+        url, payload, headers, plan = await self._prepare(parsed, model, False)
+        try:
+            async with self.session.post(url, data=payload, headers=headers, timeout=self.timeout) as resp:
+                if resp.status >= 300:
+                    raise await self.error_from_response(resp)
+                raw = await resp.read()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise self.transport_error(exc) from None
+        try:
+            data = _decode(raw)
+        except msgspec.DecodeError:
+            raise UpstreamError(f"{self.name}: upstream sent invalid JSON", provider=self.name, retryable=True,
+                                status=502, code="upstream_invalid_response") from None
+        return self.from_converse(data, plan)
+
+    def from_converse(self, data: dict[str, Any], plan: Plan) -> dict[str, Any]:
+        """A Converse response -> the result part of a Response."""
+        stop = data.get("stopReason") or "end_turn"
+        if stop in MALFORMED:
+            raise UpstreamError(f"{self.name}: the model stopped with '{stop}'", provider=self.name, retryable=True,
+                                status=502, code=stop)
+        translator = ConverseTranslator(plan)
+        message = (data.get("output") or {}).get("message") or {}
+        translator.message(message.get("content") or [])
+        translator.stop_reason = stop
+        translator.usage = usage(data.get("usage"))
+        return translator.finish()[-1]["response"]
+
+    # --- streaming ---------------------------------------------------------------------------
+
+    async def stream(self, parsed: ParsedRequest, model: str) -> AsyncIterator[Event]:
+        url, payload, headers, plan = await self._prepare(parsed, model, True)
+        try:
+            resp = await self.session.post(url, data=payload, headers=headers, timeout=self.timeout)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise self.transport_error(exc) from None
+        try:
+            if resp.status >= 300:
+                raise await self.error_from_response(resp)
+            translator = ConverseTranslator(plan)
+            started = False  # Responses events wait for the first content, so an early exception can fail over
+            frames = EventStreamBuffer()
+            async for chunk in resp.content.iter_any():
+                frames.add_data(chunk)
+                for frame in frames:
+                    headers_in = frame.headers
+                    if headers_in.get(":message-type") == "event":
+                        events = translator.feed(headers_in.get(":event-type") or "",
+                                                 _decode(frame.payload) if frame.payload else {})
+                        if events:
+                            if not started:
+                                started = True
+                                for event in translator.start():
+                                    yield event
+                            for event in events:
+                                yield event
+                        continue
+                    code, message, status = _frame_error(headers_in, frame.payload)
+                    if not started:
+                        raise UpstreamError(f"{self.name}: {self.redact_secrets(message)}", provider=self.name,
+                                            retryable=status in RETRYABLE, status=status, code=code)
+                    translator.error = (event_code(status), self.redact_secrets(message))
+                    break
+                if translator.error is not None:
+                    break
+            events = translator.finish()
+            if events and not started:
+                events = translator.start() + events
+            for event in events:
+                yield event
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise self.transport_error(exc) from None
+        except (ParserError, msgspec.DecodeError) as exc:
+            raise UpstreamError(f"{self.name}: unreadable event stream ({type(exc).__name__})", provider=self.name,
+                                retryable=True, status=502, code="upstream_invalid_response") from None
+        finally:
+            resp.close()
+
+    # --- errors ------------------------------------------------------------------------------
+
+    async def error_from_response(self, resp: aiohttp.ClientResponse) -> UpstreamError:
+        try:
+            body = await resp.read()
+        except (TimeoutError, aiohttp.ClientError):
+            body = b""
+        return self.aws_error(resp.status, body, resp.headers.get("x-amzn-errortype"),
+                              resp.headers.get("retry-after"))
+
+    def aws_error(self, status: int, body: bytes, error_type: str | None = None,
+                  retry_after: str | None = None) -> UpstreamError:
+        """An AWS error (type in `x-amzn-errortype`, body `{"message"}` or `{"Message"}`) in OpenAI's shape."""
+        name = (error_type or "").split(":", 1)[0]
+        message: str | None = None
+        try:
+            data = _decode(body) if body else None
+        except msgspec.DecodeError:
+            data = None
+        if isinstance(data, dict):
+            message = data.get("message") or data.get("Message")
+            if not name and isinstance(data.get("__type"), str):
+                name = data["__type"].rsplit("#", 1)[-1]
+        if not isinstance(message, str) or not message:
+            message = self.parse_error_body(body)[0] if body else None
+        status, code = AWS_ERRORS.get(name, (status, None))
+        headers = {"retry-after": retry_after or "1"} if status == 429 else None
+        text = f"{name}: {message}" if name and message else (message or name or f"HTTP {status}")
+        return UpstreamError(f"{self.name}: {self.redact_secrets(text)}", provider=self.name,
+                             retryable=status in RETRYABLE, status=status, type=status_error_type(status),
+                             code=code, headers=headers)
+
+
+def _frame_error(headers: dict[str, Any], payload: bytes) -> tuple[str, str, int]:
+    """(code, message, status) for an `exception` or `error` eventstream frame."""
+    if headers.get(":message-type") == "exception":
+        try:
+            data = _decode(payload) if payload else {}
+        except msgspec.DecodeError:
+            data = {"message": payload.decode(errors="replace")}
+        return stream_exception(str(headers.get(":exception-type") or "exception"),
+                                data if isinstance(data, dict) else {})
+    code = str(headers.get(":error-code") or "upstream_error")
+    return code, f"{code}: {headers.get(':error-message') or 'stream error'}", 502
