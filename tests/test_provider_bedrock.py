@@ -1097,7 +1097,7 @@ def test_guardrail_intervened(bclient: openai.OpenAI, upstream: ReplayServer) ->
     [
         ({"tools": [{"type": "web_search"}]}, "tools[0].type"),
         ({"tool_choice": {"type": "web_search_preview"}, "tools": [WEATHER_TOOL]}, "tool_choice"),
-        ({"top_logprobs": 3}, "include"),  # the router's capability check answers first
+        ({"top_logprobs": 3}, "top_logprobs"),
         ({"include": ["message.output_text.logprobs"]}, "include"),
         ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input[0]"),
         ({"input": [{"role": "user", "content": [{"type": "input_text", "text": "x"}, {

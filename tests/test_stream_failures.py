@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import httpx
@@ -78,8 +79,6 @@ def test_client_disconnect_cancels_upstream(gateway: RunningGateway, upstream: R
 
 def test_client_disconnect_before_upstream_answers(gateway: RunningGateway, upstream: ReplayServer) -> None:
     upstream.enqueue(load(FIX / "openai-chat/vercel-ai/openai-text.json")[0], delay_before_headers=3)
-    try:
+    with contextlib.suppress(httpx.ReadTimeout):
         httpx.post(f"{gateway.url}/v1/responses", headers=AUTH, timeout=0.5, json={"model": "chat", "input": "hi"})
-    except httpx.ReadTimeout:
-        pass
     assert upstream.wait_for_disconnects(1, timeout=5)

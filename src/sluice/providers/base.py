@@ -62,8 +62,9 @@ class Adapter:
             detail = "timed out"
         else:
             detail = self.redact_secrets(str(exc) or type(exc).__name__)
-        return UpstreamError(f"Provider '{self.name}' could not be reached: {detail}", provider=self.name,
-                             retryable=True, status=502, code="upstream_unreachable")
+        # Raised for a refused connection and for one that breaks mid-answer alike.
+        return UpstreamError(f"The connection to provider '{self.name}' failed: {detail}", provider=self.name,
+                             retryable=True, status=502, code="upstream_connection_error")
 
     async def error_from_response(self, resp: aiohttp.ClientResponse) -> UpstreamError:
         """Turn a non-2xx upstream answer into an OpenAI-shaped `UpstreamError`."""

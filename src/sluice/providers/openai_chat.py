@@ -56,7 +56,9 @@ class OpenAIChatAdapter(Adapter):
         body: dict[str, Any] = {"model": model, "messages": to_messages(parsed)}
         if stream:
             body["stream"] = True
-            body["stream_options"] = {"include_usage": True}
+            # Mistral rejects `stream_options` (422 extra_forbidden) and sends usage anyway.
+            if self.config.options.get("stream_options", True):
+                body["stream_options"] = {"include_usage": True}
         if req.max_output_tokens is not None:
             body[self.config.options.get("max_tokens_param", "max_completion_tokens")] = req.max_output_tokens
         for name in ("temperature", "top_p", "user", "frequency_penalty", "presence_penalty"):
@@ -134,6 +136,7 @@ class OpenAIChatAdapter(Adapter):
             async for chunk in resp.content.iter_any():
                 for _, data in decoder.feed(chunk):
                     if data == b"[DONE]":
+                        translator.done = True
                         break
                     for event in translator.feed(_decode(data)):
                         yield event
@@ -156,6 +159,8 @@ class ChunkTranslator:
         self.usage: dict[str, Any] | None = None
         self.finish_reason: str | None = None
         self.error: dict[str, Any] | None = None
+        self.done = False  # the upstream said `data: [DONE]`: the stream ended on purpose
+        self._last_call: Any = None
 
     def start(self) -> list[Event]:
         return self.builder.start()
@@ -178,12 +183,16 @@ class ChunkTranslator:
                 events += builder.reasoning_text(reasoning)
             content = delta.get("content")
             logprobs = _logprobs(choice.get("logprobs"))
+            if isinstance(content, list):  # Mistral: [{type: thinking, thinking: [...]}, {type: text}]
+                for kind, text in _content_chunks(content):
+                    events += builder.reasoning_text(text) if kind == "thinking" else builder.text(text)
+                content = None
             if content or logprobs:
                 events += builder.text(content or "", logprobs)
             if delta.get("refusal"):
                 events += builder.refusal(delta["refusal"])
             for call in delta.get("tool_calls") or ():
-                key = call.get("index", 0)
+                key = self._call_key(call)
                 function = call.get("function") or {}
                 if not builder.has_call(key):
                     events += builder.tool_call_start(key, call.get("id") or new_id("call"),
@@ -193,12 +202,24 @@ class ChunkTranslator:
                 self.finish_reason = choice["finish_reason"]
         return events
 
+    def _call_key(self, call: dict[str, Any]) -> Any:
+        # OpenAI numbers tool calls with `index` and repeats it on every fragment. Mistral sends
+        # each call whole, without `index`: its id tells calls apart (several may share a chunk).
+        if "index" in call:
+            key = call["index"]
+        elif call.get("id"):
+            key = ("id", call["id"])
+        else:
+            key = self._last_call if self._last_call is not None else 0
+        self._last_call = key
+        return key
+
     def finish(self) -> list[Event]:
         if self.error is not None:
             return [{"type": "error", "code": self.error.get("code") or "upstream_error",
                      "message": self.error.get("message") or "upstream error", "param": None}]
-        if self.finish_reason is None:
-            # No finish_reason before the end: the upstream cut the stream short.
+        if self.finish_reason is None and not self.done:
+            # Neither a finish_reason nor [DONE]: the upstream cut the stream short.
             return []
         incomplete = _FINISH.get(self.finish_reason)
         events = self.builder.finish(incomplete=incomplete is not None)
@@ -325,31 +346,54 @@ def from_completion(data: dict[str, Any]) -> dict[str, Any]:
     message = choice.get("message") or {}
     output: list[dict[str, Any]] = []
     reasoning = message.get("reasoning_content") or message.get("reasoning")
+    text = message.get("content")
+    if isinstance(text, list):  # Mistral's content chunks: thinking is reasoning, text is the answer
+        chunks = _content_chunks(text)
+        reasoning = "".join(t for kind, t in chunks if kind == "thinking") or reasoning
+        text = "".join(t for kind, t in chunks if kind == "text")
     if reasoning and isinstance(reasoning, str):
         output.append({"id": new_id("rs"), "type": "reasoning", "summary": [],
                        "content": [{"type": "reasoning_text", "text": reasoning}]})
     finish = choice.get("finish_reason")
     incomplete = _FINISH.get(finish or "")
+    status = "incomplete" if incomplete else "completed"
     content: list[dict[str, Any]] = []
-    if message.get("content"):
+    if text:
         annotations = [_annotation(a) for a in message.get("annotations") or ()]
-        content.append({"type": "output_text", "text": message["content"],
+        content.append({"type": "output_text", "text": text,
                         "annotations": [a for a in annotations if a], "logprobs": _logprobs(choice.get("logprobs"))})
     if message.get("refusal"):
         content.append({"type": "refusal", "refusal": message["refusal"]})
     if content:
-        output.append({"id": new_id("msg"), "type": "message", "status": "incomplete" if incomplete else "completed",
-                       "role": "assistant", "content": content})
+        output.append({"id": new_id("msg"), "type": "message", "status": status, "role": "assistant",
+                       "content": content})
     for call in message.get("tool_calls") or ():
         function = call.get("function") or {}
-        output.append({"id": new_id("fc"), "type": "function_call", "status": "completed",
+        output.append({"id": new_id("fc"), "type": "function_call", "status": status,
                        "call_id": call.get("id") or new_id("call"), "name": function.get("name", ""),
                        "arguments": function.get("arguments") or ""})
-    result: dict[str, Any] = {"status": "incomplete" if incomplete else "completed", "output": output,
-                              "usage": usage_from_chat(data.get("usage"))}
+    result: dict[str, Any] = {"status": status, "output": output, "usage": usage_from_chat(data.get("usage"))}
     if incomplete:
         result["incomplete_details"] = {"reason": incomplete}
     return result
+
+
+def _content_chunks(content: list[Any]) -> list[tuple[str, str]]:
+    """Mistral's content array as ("thinking" | "text", text) pieces, in order."""
+    pieces: list[tuple[str, str]] = []
+    for chunk in content:
+        if not isinstance(chunk, dict):
+            continue
+        if chunk.get("type") == "thinking":
+            inner = chunk.get("thinking")
+            if isinstance(inner, str):
+                pieces.append(("thinking", inner))
+            else:
+                text = "".join(p.get("text", "") for p in inner or () if isinstance(p, dict))
+                pieces.append(("thinking", text))
+        elif chunk.get("type") == "text" and isinstance(chunk.get("text"), str):
+            pieces.append(("text", chunk["text"]))
+    return [(kind, text) for kind, text in pieces if text]
 
 
 def _annotation(annotation: dict[str, Any]) -> dict[str, Any] | None:

@@ -29,6 +29,9 @@ _ITEM_EXTENSIONS = ("cache_control", "is_error")
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
 
+# The statuses a final Response may have; anything else is a non-conforming upstream.
+_FINAL_STATUSES = frozenset({"completed", "incomplete", "failed", "cancelled"})
+
 
 class OpenAIResponsesAdapter(Adapter):
     def url(self) -> str:
@@ -70,6 +73,9 @@ class OpenAIResponsesAdapter(Adapter):
         if result.get("status") == "failed" and result.get("error"):
             err = result["error"]
             raise self.error_from_body(502, _encode({"error": err}))
+        if result.get("status") not in _FINAL_STATUSES:
+            # Some compatible servers answer e.g. "complete"; clients validate against the enum.
+            result["status"] = "incomplete" if result.get("incomplete_details") else "completed"
         return result
 
     async def stream(self, parsed: ParsedRequest, model: str) -> AsyncIterator[Event]:
