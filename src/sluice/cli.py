@@ -77,6 +77,10 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
         http="httptools",
         lifespan="on",
         access_log=False,
+        # Each of these costs time on every response; a gateway behind a proxy can turn them on.
+        proxy_headers=False,
+        server_header=False,
+        date_header=False,
         log_level=log_level,
         timeout_graceful_shutdown=10,
     )
