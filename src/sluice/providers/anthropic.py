@@ -99,20 +99,9 @@ class AnthropicAdapter(Adapter):
 
     async def create(self, parsed: ParsedRequest, model: str) -> dict[str, Any]:
         payload, plan = self.body(parsed, model, False)
-        try:
-            async with self.session.post(self._url, data=payload, headers=self._headers,
-                                         timeout=self.timeout) as resp:
-                if resp.status >= 300:
-                    raise await self.error_from_response(resp)
-                raw = await resp.read()
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise self.transport_error(exc) from None
-        try:
-            data = _decode(raw)
-        except msgspec.DecodeError:
-            raise self.error_from_body(502, b'{"error":{"message":"upstream sent invalid JSON"}}') from None
+        data = await self.post_json(self._url, payload, self._headers)
         if not isinstance(data, dict) or data.get("type") == "error":
-            raise self._error_in_body(raw, data)
+            raise self._error_in_body(_encode(data), data)
         return MessageTranslator(plan).message(data)
 
     def _error_in_body(self, raw: bytes, data: Any) -> UpstreamError:
@@ -125,13 +114,8 @@ class AnthropicAdapter(Adapter):
 
     async def stream(self, parsed: ParsedRequest, model: str) -> AsyncIterator[Event]:
         payload, plan = self.body(parsed, model, True)
+        resp = await self.post_stream(self._url, payload, self._headers)
         try:
-            resp = await self.session.post(self._url, data=payload, headers=self._headers, timeout=self.timeout)
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise self.transport_error(exc) from None
-        try:
-            if resp.status >= 300:
-                raise await self.error_from_response(resp)
             translator = MessageTranslator(plan)
             started = False
             async for _, data in iter_sse(resp.content.iter_any()):

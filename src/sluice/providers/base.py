@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import msgspec
@@ -13,6 +13,9 @@ import msgspec
 from sluice.canonical.request import ParsedRequest
 from sluice.config import ProviderConfig
 from sluice.errors import GatewayError, InvalidRequest, UpstreamError, status_error_type
+
+if TYPE_CHECKING:
+    from yarl import URL
 
 Event = dict[str, Any]
 
@@ -49,6 +52,41 @@ class Adapter:
         raise NotImplementedError
 
     # --- shared plumbing ---------------------------------------------------------------------
+
+    async def post_json(self, url: str | URL, body: bytes, headers: Mapping[str, str]) -> Any:
+        """POST `body` and return the decoded JSON answer; any failure raises `UpstreamError`."""
+        try:
+            async with self.session.post(url, data=body, headers=headers, timeout=self.timeout) as resp:
+                if resp.status >= 300:
+                    raise await self.error_from_response(resp)
+                payload = await resp.read()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise self.transport_error(exc) from None
+        try:
+            return msgspec.json.decode(payload)
+        except msgspec.DecodeError:
+            raise self.invalid_response() from None
+
+    async def post_stream(self, url: str | URL, body: bytes, headers: Mapping[str, str]) -> aiohttp.ClientResponse:
+        """POST `body` and return the accepted (2xx) response, still open: the caller closes it.
+
+        A failure to connect or a non-2xx answer raises `UpstreamError` (the response closed).
+        """
+        try:
+            resp = await self.session.post(url, data=body, headers=headers, timeout=self.timeout)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise self.transport_error(exc) from None
+        if resp.status >= 300:
+            try:
+                raise await self.error_from_response(resp)
+            finally:
+                resp.close()
+        return resp
+
+    def invalid_response(self) -> UpstreamError:
+        """The upstream accepted the request but its answer is not JSON."""
+        return UpstreamError(f"{self.name}: upstream sent invalid JSON", provider=self.name, retryable=True,
+                             status=502, code="upstream_invalid_response")
 
     def redact_secrets(self, text: str) -> str:
         """Never let a provider credential travel back in an error message."""

@@ -177,19 +177,7 @@ class BedrockAdapter(Adapter):
 
     async def create(self, parsed: ParsedRequest, model: str) -> dict[str, Any]:
         url, payload, headers, plan = await self._prepare(parsed, model, False)
-        try:
-            async with self.session.post(url, data=payload, headers=headers, timeout=self.timeout) as resp:
-                if resp.status >= 300:
-                    raise await self.error_from_response(resp)
-                raw = await resp.read()
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise self.transport_error(exc) from None
-        try:
-            data = _decode(raw)
-        except msgspec.DecodeError:
-            raise UpstreamError(f"{self.name}: upstream sent invalid JSON", provider=self.name, retryable=True,
-                                status=502, code="upstream_invalid_response") from None
-        return self.from_converse(data, plan)
+        return self.from_converse(await self.post_json(url, payload, headers), plan)
 
     def from_converse(self, data: dict[str, Any], plan: Plan) -> dict[str, Any]:
         """A Converse response -> the result part of a Response."""
@@ -208,13 +196,8 @@ class BedrockAdapter(Adapter):
 
     async def stream(self, parsed: ParsedRequest, model: str) -> AsyncIterator[Event]:
         url, payload, headers, plan = await self._prepare(parsed, model, True)
+        resp = await self.post_stream(url, payload, headers)
         try:
-            resp = await self.session.post(url, data=payload, headers=headers, timeout=self.timeout)
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise self.transport_error(exc) from None
-        try:
-            if resp.status >= 300:
-                raise await self.error_from_response(resp)
             translator = ConverseTranslator(plan)
             started = False  # Responses events wait for the first content, so an early exception can fail over
             frames = EventStreamBuffer()

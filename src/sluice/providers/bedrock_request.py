@@ -1,6 +1,6 @@
 """Responses request -> Bedrock Converse request body (`/model/{modelId}/converse[-stream]`).
 
-Field-by-field mapping (docs/providers-bedrock.md has the full table):
+Field-by-field mapping (docs/providers.md has the full table):
 instructions + system/developer messages -> `system`; user/assistant turns -> `messages` with
 strict alternation (consecutive same-role turns merge); function calls / outputs -> `toolUse` /
 `toolResult` blocks; sealed reasoning -> `reasoningContent`; `cache_control` -> `cachePoint`

@@ -12,7 +12,7 @@ next to the part they belong to; a client that round-trips output items as input
 The sealed state is `{"m": model, "g": [entry, ...]}` where an entry is `{"s": sig, "c": call_id}`
 (bound to that function call wherever it is), `{"s": sig, "a": "n"}` (the next model part) or
 `{"s": sig, "a": "p"}` (the previous model part, for the signature Gemini streams after the text).
-docs/providers-gemini.md has the field-by-field mapping.
+docs/providers.md has the field-by-field mapping.
 """
 
 from __future__ import annotations
@@ -359,20 +359,8 @@ class GeminiAdapter(Adapter):
     # --- non-streaming -----------------------------------------------------------------------
 
     async def create(self, parsed: ParsedRequest, model: str) -> dict[str, Any]:
-        try:
-            async with self.session.post(self.url(model, False), data=self.body(parsed, model),
-                                         headers=self._headers, timeout=self.timeout) as resp:
-                if resp.status >= 300:
-                    raise await self.error_from_response(resp)
-                payload = await resp.read()
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise self.transport_error(exc) from None
-        try:
-            data = _decode(payload)
-        except msgspec.DecodeError:
-            raise self.error_from_body(502, b'{"error":{"message":"upstream sent invalid JSON"}}') from None
-        if isinstance(data, dict) and data.get("error") and not data.get("candidates"):
-            raise self.error_from_body(200, payload)
+        data = await self.post_json(self.url(model, False), self.body(parsed, model), self._headers)
+        self._check_answer(data)
         translator = GeminiTranslator(parsed, model)
         # A JSON array is the non-SSE stream shape; some proxies answer generateContent with it.
         for chunk in data if isinstance(data, list) else (data,):
@@ -388,14 +376,8 @@ class GeminiAdapter(Adapter):
     # --- streaming ---------------------------------------------------------------------------
 
     async def stream(self, parsed: ParsedRequest, model: str) -> AsyncIterator[Event]:
+        resp = await self.post_stream(self.url(model, True), self.body(parsed, model), self._headers)
         try:
-            resp = await self.session.post(self.url(model, True), data=self.body(parsed, model),
-                                           headers=self._headers, timeout=self.timeout)
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise self.transport_error(exc) from None
-        try:
-            if resp.status >= 300:
-                raise await self.error_from_response(resp)
             translator = GeminiTranslator(parsed, model)
             if "event-stream" not in resp.headers.get("content-type", "text/event-stream"):
                 # Without alt=sse (a proxy that drops the query) Gemini streams one JSON array.
@@ -423,13 +405,11 @@ class GeminiAdapter(Adapter):
             resp.close()
 
     async def _json_array(self, resp: aiohttp.ClientResponse, translator: GeminiTranslator) -> AsyncIterator[Event]:
-        payload = await resp.read()
         try:
-            data = _decode(payload)
+            data = _decode(await resp.read())
         except msgspec.DecodeError:
-            raise self.error_from_body(502, b'{"error":{"message":"upstream sent invalid JSON"}}') from None
-        if isinstance(data, dict) and data.get("error") and not data.get("candidates"):
-            raise self.error_from_body(200, payload)
+            raise self.invalid_response() from None
+        self._check_answer(data)
         for event in translator.start():
             yield event
         for chunk in data if isinstance(data, list) else (data,):
@@ -440,6 +420,11 @@ class GeminiAdapter(Adapter):
             yield event
 
     # --- errors ------------------------------------------------------------------------------
+
+    def _check_answer(self, data: Any) -> None:
+        """Raise the error a 200 answer carries instead of candidates."""
+        if isinstance(data, dict) and data.get("error") and not data.get("candidates"):
+            raise self.error_from_body(200, _encode(data))
 
     def error_from_body(self, status: int, body: bytes, retry_after: str | None = None) -> UpstreamError:
         """Google's `{"error": {code, message, status, details}}` -> an OpenAI-shaped error."""

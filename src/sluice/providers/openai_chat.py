@@ -16,6 +16,7 @@ import msgspec
 from sluice.canonical.ids import new_id
 from sluice.canonical.request import ParsedRequest
 from sluice.canonical.stream import ResponseEventBuilder
+from sluice.config import ProviderConfig
 from sluice.providers.base import Adapter, Event, unsupported
 from sluice.providers.sse import SSEDecoder
 
@@ -29,14 +30,12 @@ _FINISH = {
 
 
 class OpenAIChatAdapter(Adapter):
-    def url(self) -> str:
-        return f"{(self.config.base_url or 'https://api.openai.com/v1').rstrip('/')}/chat/completions"
-
-    def headers(self) -> dict[str, str]:
-        headers = {"content-type": "application/json", **self.config.headers}
-        if self.config.api_key:
-            headers["authorization"] = f"Bearer {self.config.api_key}"
-        return headers
+    def __init__(self, name: str, config: ProviderConfig, session: aiohttp.ClientSession) -> None:
+        super().__init__(name, config, session)
+        self._url = f"{(config.base_url or 'https://api.openai.com/v1').rstrip('/')}/chat/completions"
+        self._headers = {"content-type": "application/json", **config.headers}
+        if config.api_key:
+            self._headers["authorization"] = f"Bearer {config.api_key}"
 
     # --- request -----------------------------------------------------------------------------
 
@@ -99,36 +98,16 @@ class OpenAIChatAdapter(Adapter):
     # --- non-streaming -----------------------------------------------------------------------
 
     async def create(self, parsed: ParsedRequest, model: str) -> dict[str, Any]:
-        payload = await self._post(self.body(parsed, model, False))
-        try:
-            data = _decode(payload)
-        except msgspec.DecodeError:
-            raise self.error_from_body(502, b'{"error":{"message":"upstream sent invalid JSON"}}') from None
+        data = await self.post_json(self._url, _encode(self.body(parsed, model, False)), self._headers)
         if isinstance(data, dict) and data.get("error"):
-            raise self.error_from_body(502, payload)
+            raise self.error_from_body(502, _encode(data))
         return from_completion(data)
-
-    async def _post(self, body: dict[str, Any]) -> bytes:
-        try:
-            async with self.session.post(self.url(), data=_encode(body), headers=self.headers(),
-                                         timeout=self.timeout) as resp:
-                if resp.status >= 300:
-                    raise await self.error_from_response(resp)
-                return await resp.read()
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise self.transport_error(exc) from None
 
     # --- streaming ---------------------------------------------------------------------------
 
     async def stream(self, parsed: ParsedRequest, model: str) -> AsyncIterator[Event]:
+        resp = await self.post_stream(self._url, _encode(self.body(parsed, model, True)), self._headers)
         try:
-            resp = await self.session.post(self.url(), data=_encode(self.body(parsed, model, True)),
-                                           headers=self.headers(), timeout=self.timeout)
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise self.transport_error(exc) from None
-        try:
-            if resp.status >= 300:
-                raise await self.error_from_response(resp)
             translator = ChunkTranslator()
             for event in translator.start():
                 yield event

@@ -15,6 +15,7 @@ import msgspec
 
 from sluice.canonical.reasoning import is_sealed
 from sluice.canonical.request import ParsedRequest
+from sluice.config import ProviderConfig
 from sluice.providers.base import Adapter, Event
 from sluice.providers.sse import SSEDecoder
 
@@ -34,14 +35,12 @@ _FINAL_STATUSES = frozenset({"completed", "incomplete", "failed", "cancelled"})
 
 
 class OpenAIResponsesAdapter(Adapter):
-    def url(self) -> str:
-        return f"{(self.config.base_url or 'https://api.openai.com/v1').rstrip('/')}/responses"
-
-    def headers(self) -> dict[str, str]:
-        headers = {"content-type": "application/json", **self.config.headers}
-        if self.config.api_key:
-            headers["authorization"] = f"Bearer {self.config.api_key}"
-        return headers
+    def __init__(self, name: str, config: ProviderConfig, session: aiohttp.ClientSession) -> None:
+        super().__init__(name, config, session)
+        self._url = f"{(config.base_url or 'https://api.openai.com/v1').rstrip('/')}/responses"
+        self._headers = {"content-type": "application/json", **config.headers}
+        if config.api_key:
+            self._headers["authorization"] = f"Bearer {config.api_key}"
 
     def body(self, parsed: ParsedRequest, model: str, stream: bool) -> bytes:
         body = {k: v for k, v in parsed.raw.items() if k not in _NOT_FORWARDED}
@@ -58,18 +57,7 @@ class OpenAIResponsesAdapter(Adapter):
         return _encode(body)
 
     async def create(self, parsed: ParsedRequest, model: str) -> dict[str, Any]:
-        try:
-            async with self.session.post(self.url(), data=self.body(parsed, model, False), headers=self.headers(),
-                                         timeout=self.timeout) as resp:
-                if resp.status >= 300:
-                    raise await self.error_from_response(resp)
-                payload = await resp.read()
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise self.transport_error(exc) from None
-        try:
-            result = _decode(payload)
-        except msgspec.DecodeError:
-            raise self.error_from_body(502, b'{"error":{"message":"upstream sent invalid JSON"}}') from None
+        result = await self.post_json(self._url, self.body(parsed, model, False), self._headers)
         if result.get("status") == "failed" and result.get("error"):
             err = result["error"]
             raise self.error_from_body(502, _encode({"error": err}))
@@ -79,14 +67,8 @@ class OpenAIResponsesAdapter(Adapter):
         return result
 
     async def stream(self, parsed: ParsedRequest, model: str) -> AsyncIterator[Event]:
+        resp = await self.post_stream(self._url, self.body(parsed, model, True), self._headers)
         try:
-            resp = await self.session.post(self.url(), data=self.body(parsed, model, True), headers=self.headers(),
-                                           timeout=self.timeout)
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise self.transport_error(exc) from None
-        try:
-            if resp.status >= 300:
-                raise await self.error_from_response(resp)
             ids = _StableIds()
             decoder = SSEDecoder()
             async for chunk in resp.content.iter_any():
