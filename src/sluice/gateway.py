@@ -75,9 +75,9 @@ class Gateway:
         """Start a streaming request; raises before anything is sent if no route starts."""
         last: UpstreamError | None = None
         for route in self._routes(parsed):
-            events = self.adapters[route.provider].stream(parsed, route.model)
+            batches = self.adapters[route.provider].stream(parsed, route.model)
             try:
-                first = await anext(events)
+                first = await anext(batches)
             except UpstreamError as exc:
                 last = exc
                 log.warning("route %s failed: %s %s", route.label, exc.status, exc.message)
@@ -88,7 +88,7 @@ class Gateway:
                 last = UpstreamError("The upstream closed the stream without sending anything.",
                                      provider=route.provider, retryable=True, status=502)
                 continue
-            return OpenStream(self, parsed, route, first, events)
+            return OpenStream(self, parsed, route, first, batches)
         raise _final_error(last)
 
     def _finish(self, parsed: ParsedRequest, route: Route, result: dict[str, Any], response_id: str,
@@ -108,17 +108,21 @@ def _final_error(last: UpstreamError | None) -> GatewayError:
 
 
 class OpenStream:
-    """A started stream: numbers events, fills in the Response envelope, ends exactly once."""
+    """A started stream: numbers events, fills in the Response envelope, ends exactly once.
 
-    def __init__(self, gateway: Gateway, parsed: ParsedRequest, route: Route, first: Event,
-                 events: AsyncIterator[Event]) -> None:
+    Adapters yield events in batches (what one upstream read produced); each batch leaves as one
+    write, so a burst of small deltas costs one send, not one per event.
+    """
+
+    def __init__(self, gateway: Gateway, parsed: ParsedRequest, route: Route, first: list[Event],
+                 batches: AsyncIterator[list[Event]]) -> None:
         self.gateway = gateway
         self.parsed = parsed
         self.route = route
         self.response_id = new_id("resp")
         self.created_at = int(time.time())
         self._first = first
-        self._events = events
+        self._batches = batches
         self._sequence = 0
         self._done_items: dict[int, dict[str, Any]] = {}
         self.final: dict[str, Any] | None = None
@@ -134,21 +138,26 @@ class OpenStream:
     async def __aiter__(self) -> AsyncIterator[bytes]:
         error_sent = False
         try:
-            event: Event | None = self._first
-            while event is not None:
-                kind = event["type"]
-                if kind in _LIFECYCLE:
-                    event["response"] = self._envelope()
-                elif kind in _TERMINAL:
-                    yield self._sse(self._terminal(event))
-                    return
-                elif kind == "error":
-                    error_sent = True
-                    _flatten_error(event)
-                elif kind == "response.output_item.done":
-                    self._done_items[event["output_index"]] = event["item"]
-                yield self._sse(event)
-                event = await anext(self._events, None)
+            batch: list[Event] | None = self._first
+            while batch is not None:
+                out = []
+                for event in batch:
+                    kind = event["type"]
+                    if kind in _LIFECYCLE:
+                        event["response"] = self._envelope()
+                    elif kind in _TERMINAL:
+                        out.append(self._sse(self._terminal(event)))
+                        yield b"".join(out)
+                        return
+                    elif kind == "error":
+                        error_sent = True
+                        _flatten_error(event)
+                    elif kind == "response.output_item.done":
+                        self._done_items[event["output_index"]] = event["item"]
+                    out.append(self._sse(event))
+                if out:
+                    yield b"".join(out)
+                batch = await anext(self._batches, None)
             code, message = "upstream_stream_error", "The upstream ended the stream before the response completed."
         except GatewayError as exc:
             code, message = stream_failure(exc)
@@ -176,7 +185,7 @@ class OpenStream:
         return {"type": event["type"], "response": self.final}
 
     async def _close(self) -> None:
-        aclose = getattr(self._events, "aclose", None)
+        aclose = getattr(self._batches, "aclose", None)
         if aclose is not None:
             await aclose()
 

@@ -25,7 +25,7 @@ from sluice.config import ProviderConfig
 from sluice.errors import InvalidRequest, UpstreamError
 from sluice.providers.anthropic_request import HOSTED_WEB_SEARCH, PROTOCOL, SUPPORTED_ITEMS, Plan, build_body
 from sluice.providers.base import Adapter, Event, unsupported
-from sluice.providers.sse import iter_sse
+from sluice.providers.sse import SSEDecoder
 
 API_VERSION = "2023-06-01"
 
@@ -112,29 +112,45 @@ class AnthropicAdapter(Adapter):
 
     # --- streaming ---------------------------------------------------------------------------
 
-    async def stream(self, parsed: ParsedRequest, model: str) -> AsyncIterator[Event]:
+    async def stream(self, parsed: ParsedRequest, model: str) -> AsyncIterator[list[Event]]:
         payload, plan = self.body(parsed, model, True)
         resp = await self.post_stream(self._url, payload, self._headers)
         try:
             translator = MessageTranslator(plan)
             started = False
-            async for _, data in iter_sse(resp.content.iter_any()):
-                event = _decode(data)
-                if not started:
-                    if event.get("type") == "error":
-                        # Refused before anything was produced (overloaded at start): an upstream
-                        # error, so that routing can still try another route.
-                        raise self._error_in_body(data, event)
-                    started = True
-                    for out in translator.builder.start():
-                        yield out
-                for out in translator.feed(event):
-                    yield out
+
+            def translate(blocks: list[tuple[str | None, bytes]]) -> list[Event]:
+                nonlocal started
+                batch: list[Event] = []
+                for _, data in blocks:
+                    event = _decode(data)
+                    if not started:
+                        if event.get("type") == "error":
+                            # Refused before anything was produced (overloaded at start): an upstream
+                            # error, so that routing can still try another route.
+                            raise self._error_in_body(data, event)
+                        started = True
+                        batch += translator.builder.start()
+                    batch += translator.feed(event)
+                    if translator.done:
+                        break
+                return batch
+
+            decoder = SSEDecoder()
+            async for chunk in resp.content.iter_any():
+                batch = translate(decoder.feed(chunk))
+                if batch:
+                    yield batch
                 if translator.done:
                     break
+            else:
+                batch = translate(decoder.flush())
+                if batch:
+                    yield batch
             if started:
-                for out in translator.finish():
-                    yield out
+                tail = translator.finish()
+                if tail:
+                    yield tail
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise self.transport_error(exc) from None
         finally:

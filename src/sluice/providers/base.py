@@ -31,9 +31,9 @@ class Adapter:
     """Translates canonical requests to one wire protocol and its answers back.
 
     `create` returns the result part of a Response (`status`, `output`, `usage`,
-    `incomplete_details`, ...); `stream` yields Responses stream events (without
-    `sequence_number`), starting only once the upstream accepted the request, so a failure to
-    start raises `UpstreamError` before anything reaches the client.
+    `incomplete_details`, ...); `stream` yields lists of Responses stream events (without
+    `sequence_number`), one list per upstream read, starting only once the upstream accepted the
+    request, so a failure to start raises `UpstreamError` before anything reaches the client.
     """
 
     def __init__(self, name: str, config: ProviderConfig, session: aiohttp.ClientSession) -> None:
@@ -48,7 +48,7 @@ class Adapter:
     async def create(self, parsed: ParsedRequest, model: str) -> dict[str, Any]:
         raise NotImplementedError
 
-    def stream(self, parsed: ParsedRequest, model: str) -> AsyncIterator[Event]:
+    def stream(self, parsed: ParsedRequest, model: str) -> AsyncIterator[list[Event]]:
         raise NotImplementedError
 
     # --- shared plumbing ---------------------------------------------------------------------

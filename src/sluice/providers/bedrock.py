@@ -194,7 +194,7 @@ class BedrockAdapter(Adapter):
 
     # --- streaming ---------------------------------------------------------------------------
 
-    async def stream(self, parsed: ParsedRequest, model: str) -> AsyncIterator[Event]:
+    async def stream(self, parsed: ParsedRequest, model: str) -> AsyncIterator[list[Event]]:
         url, payload, headers, plan = await self._prepare(parsed, model, True)
         resp = await self.post_stream(url, payload, headers)
         try:
@@ -203,6 +203,7 @@ class BedrockAdapter(Adapter):
             frames = EventStreamBuffer()
             async for chunk in resp.content.iter_any():
                 frames.add_data(chunk)
+                batch: list[Event] = []
                 for frame in frames:
                     headers_in = frame.headers
                     if headers_in.get(":message-type") == "event":
@@ -211,10 +212,8 @@ class BedrockAdapter(Adapter):
                         if events:
                             if not started:
                                 started = True
-                                for event in translator.start():
-                                    yield event
-                            for event in events:
-                                yield event
+                                batch += translator.start()
+                            batch += events
                         continue
                     code, message, status = _frame_error(headers_in, frame.payload)
                     if not started:
@@ -222,13 +221,15 @@ class BedrockAdapter(Adapter):
                                             retryable=status in RETRYABLE, status=status, code=code)
                     translator.error = (event_code(status), self.redact_secrets(message))
                     break
+                if batch:
+                    yield batch
                 if translator.error is not None:
                     break
             events = translator.finish()
             if events and not started:
                 events = translator.start() + events
-            for event in events:
-                yield event
+            if events:
+                yield events
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise self.transport_error(exc) from None
         except (ParserError, msgspec.DecodeError) as exc:

@@ -375,49 +375,49 @@ class GeminiAdapter(Adapter):
 
     # --- streaming ---------------------------------------------------------------------------
 
-    async def stream(self, parsed: ParsedRequest, model: str) -> AsyncIterator[Event]:
+    async def stream(self, parsed: ParsedRequest, model: str) -> AsyncIterator[list[Event]]:
         resp = await self.post_stream(self.url(model, True), self.body(parsed, model), self._headers)
         try:
             translator = GeminiTranslator(parsed, model)
             if "event-stream" not in resp.headers.get("content-type", "text/event-stream"):
                 # Without alt=sse (a proxy that drops the query) Gemini streams one JSON array.
-                async for event in self._json_array(resp, translator):
-                    yield event
+                yield await self._json_array(resp, translator)
                 return
-            for event in translator.start():
-                yield event
+            yield translator.start()
             decoder = SSEDecoder()
             async for raw in resp.content.iter_any():
+                batch: list[Event] = []
                 for _, data in decoder.feed(raw):
-                    for event in translator.feed_bytes(data):
-                        yield event
+                    batch += translator.feed_bytes(data)
+                if batch:
+                    yield batch
                 if translator.error is not None:
                     break
             else:
+                batch = []
                 for _, data in decoder.flush():
-                    for event in translator.feed_bytes(data):
-                        yield event
-            for event in translator.finish():
-                yield event
+                    batch += translator.feed_bytes(data)
+                if batch:
+                    yield batch
+            tail = translator.finish()
+            if tail:
+                yield tail
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise self.transport_error(exc) from None
         finally:
             resp.close()
 
-    async def _json_array(self, resp: aiohttp.ClientResponse, translator: GeminiTranslator) -> AsyncIterator[Event]:
+    async def _json_array(self, resp: aiohttp.ClientResponse, translator: GeminiTranslator) -> list[Event]:
         try:
             data = _decode(await resp.read())
         except msgspec.DecodeError:
             raise self.invalid_response() from None
         self._check_answer(data)
-        for event in translator.start():
-            yield event
+        events = translator.start()
         for chunk in data if isinstance(data, list) else (data,):
             if isinstance(chunk, dict):
-                for event in translator.feed(chunk):
-                    yield event
-        for event in translator.finish():
-            yield event
+                events += translator.feed(chunk)
+        return events + translator.finish()
 
     # --- errors ------------------------------------------------------------------------------
 

@@ -105,25 +105,26 @@ class OpenAIChatAdapter(Adapter):
 
     # --- streaming ---------------------------------------------------------------------------
 
-    async def stream(self, parsed: ParsedRequest, model: str) -> AsyncIterator[Event]:
+    async def stream(self, parsed: ParsedRequest, model: str) -> AsyncIterator[list[Event]]:
         resp = await self.post_stream(self._url, _encode(self.body(parsed, model, True)), self._headers)
         try:
             translator = ChunkTranslator()
-            for event in translator.start():
-                yield event
+            yield translator.start()
             decoder = SSEDecoder()
             async for chunk in resp.content.iter_any():
+                batch: list[Event] = []
                 for _, data in decoder.feed(chunk):
                     if data == b"[DONE]":
                         translator.done = True
                         break
-                    for event in translator.feed(_decode(data)):
-                        yield event
-                else:
-                    continue
-                break
-            for event in translator.finish():
-                yield event
+                    batch += translator.feed(_decode(data))
+                if batch:
+                    yield batch
+                if translator.done:
+                    break
+            tail = translator.finish()
+            if tail:
+                yield tail
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise self.transport_error(exc) from None
         finally:

@@ -66,18 +66,19 @@ class OpenAIResponsesAdapter(Adapter):
             result["status"] = "incomplete" if result.get("incomplete_details") else "completed"
         return result
 
-    async def stream(self, parsed: ParsedRequest, model: str) -> AsyncIterator[Event]:
+    async def stream(self, parsed: ParsedRequest, model: str) -> AsyncIterator[list[Event]]:
         resp = await self.post_stream(self._url, self.body(parsed, model, True), self._headers)
         try:
             ids = _StableIds()
             decoder = SSEDecoder()
             async for chunk in resp.content.iter_any():
-                for _, data in decoder.feed(chunk):
-                    if data != b"[DONE]":  # some Responses-compatible servers end like chat streams
-                        yield ids.apply(_decode(data))
-            for _, data in decoder.flush():
-                if data != b"[DONE]":
-                    yield ids.apply(_decode(data))
+                # Some Responses-compatible servers end like chat streams, with [DONE].
+                batch = [ids.apply(_decode(data)) for _, data in decoder.feed(chunk) if data != b"[DONE]"]
+                if batch:
+                    yield batch
+            tail = [ids.apply(_decode(data)) for _, data in decoder.flush() if data != b"[DONE]"]
+            if tail:
+                yield tail
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise self.transport_error(exc) from None
         finally:

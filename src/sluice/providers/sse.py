@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 
 class SSEDecoder:
     """Splits a byte stream into `(event, data)` pairs; `event` is None when the server sends none.
@@ -40,8 +38,14 @@ class SSEDecoder:
 
 
 def _parse_block(block: bytes) -> tuple[str | None, bytes] | None:
-    if block.startswith(b"data: ") and b"\n" not in block:  # the common case: one data line
-        return None, block[6:]
+    # The common shapes first: one `data:` line, or an `event:` line and one `data:` line.
+    if block.startswith(b"data: "):
+        if b"\n" not in block:
+            return None, block[6:]
+    elif block.startswith(b"event: "):
+        end = block.find(b"\ndata: ")
+        if end > 0 and block.find(b"\n", end + 1) < 0 and b"\n" not in block[:end]:
+            return block[7:end].decode(), block[end + 7 :]
     event: str | None = None
     data: list[bytes] = []
     for line in block.split(b"\n"):
@@ -57,12 +61,3 @@ def _parse_block(block: bytes) -> tuple[str | None, bytes] | None:
     if not data:
         return None
     return event, b"\n".join(data)
-
-
-async def iter_sse(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[str | None, bytes]]:
-    decoder = SSEDecoder()
-    async for chunk in chunks:
-        for item in decoder.feed(chunk):
-            yield item
-    for item in decoder.flush():
-        yield item
