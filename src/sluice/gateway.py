@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import aiohttp
@@ -45,7 +45,7 @@ class Gateway:
             name: create_adapter(name, provider, session) for name, provider in catalog.providers.items()
         }
 
-    def _routes(self, parsed: ParsedRequest) -> list[Route]:
+    def _routes(self, parsed: ParsedRequest) -> Sequence[Route]:
         if parsed.req.previous_response_id is not None:
             # Stored conversations are not kept yet, so no id can be found.
             raise NotFound(f"Previous response with id '{parsed.req.previous_response_id}' not found.",

@@ -116,7 +116,7 @@ def finalize(
     status = response.get("status")
     if status in (None, "in_progress"):
         response["status"] = status = "completed"
-    if status == "completed" and not response.get("completed_at"):
-        response["completed_at"] = int(time.time())
+    # Both timestamps are the gateway's clock, so completed_at never precedes created_at.
+    response["completed_at"] = int(time.time()) if status == "completed" else None
     response["usage"] = normalize_usage(result.get("usage"))
     return response

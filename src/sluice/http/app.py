@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from typing import Any
@@ -65,6 +66,11 @@ class SluiceApp:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
         self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True, trust_env=False)
         self.gateway = Gateway(self.config, self.catalog, self._session)
+        # Everything allocated so far lives as long as the process: move it out of the
+        # collector's sight, so full collections stop re-scanning ~70k import-time objects
+        # (each took ~24 ms and set the p99 under load).
+        gc.collect()
+        gc.freeze()
 
     async def shutdown(self) -> None:
         if self._session is not None:

@@ -15,19 +15,18 @@ class SSEDecoder:
         self._buffer = b""
 
     def feed(self, chunk: bytes) -> list[tuple[str | None, bytes]]:
-        buffer = self._buffer + chunk
+        buffer = self._buffer + chunk if self._buffer else chunk
         if b"\r" in buffer:
             buffer = buffer.replace(b"\r\n", b"\n")
         events: list[tuple[str | None, bytes]] = []
-        while True:
-            end = buffer.find(b"\n\n")
-            if end < 0:
-                break
-            block, buffer = buffer[:end], buffer[end + 2 :]
-            parsed = _parse_block(block)
+        start = 0
+        find = buffer.find
+        while (end := find(b"\n\n", start)) >= 0:  # scan by index: no copy of the rest per event
+            parsed = _parse_block(buffer[start:end])
             if parsed is not None:
                 events.append(parsed)
-        self._buffer = buffer
+            start = end + 2
+        self._buffer = buffer[start:] if start else buffer
         return events
 
     def flush(self) -> list[tuple[str | None, bytes]]:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -49,7 +50,7 @@ class ModelEntry:
     context_window: int | None
     max_output_tokens: int | None
     capabilities: frozenset[str] | None
-    routes: list[Route] = field(default_factory=list)
+    routes: tuple[Route, ...] = ()
 
     def card(self, created: int) -> dict[str, Any]:
         """The model's `/v1/models` object: OpenAI's fields plus the catalog's."""
@@ -132,7 +133,7 @@ class Catalog:
                                 caps if caps is not None else ALL_CAPABILITIES, name))
         owned_by = model.owned_by or (model.routes[0].provider if model.routes else "sluice")
         return ModelEntry(name, list(model.aliases), owned_by, model.context_window, model.max_output_tokens,
-                          base_caps, routes)
+                          base_caps, tuple(routes))
 
     def provider_name(self, name: str) -> str | None:
         return self._provider_names.get(name.lower())
@@ -140,11 +141,11 @@ class Catalog:
     def lookup(self, name: str) -> ModelEntry | None:
         return self._names.get(name.lower())
 
-    def resolve(self, name: str) -> list[Route]:
+    def resolve(self, name: str) -> Sequence[Route]:
         """The routes for a model name, in preference order; `NotFound` when nothing serves it."""
-        entry = self._names.get(name.lower())
+        entry = self._names.get(name) or self._names.get(name.lower())
         if entry is not None:
-            return list(entry.routes)
+            return entry.routes
         prefix, slash, rest = name.partition("/")
         provider = self.provider_name(prefix) if slash and rest else None
         if provider is None:
@@ -160,7 +161,7 @@ class Catalog:
             pinned = [r for r in entry.routes if r.provider == provider]
             if pinned:
                 # Pinned first; the same model on other providers stays as fallback.
-                return pinned + [r for r in entry.routes if r.provider != provider]
+                return [*pinned, *(r for r in entry.routes if r.provider != provider)]
         # Any upstream model id on a known provider: served as asked, unpriced.
         return [Route(provider, rest, None, ALL_CAPABILITIES, name)]
 

@@ -7,6 +7,8 @@ cooldowns and retries plug in here.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sluice.canonical.request import ParsedRequest
 from sluice.errors import InvalidRequest
 from sluice.routing.catalog import Catalog, Route
@@ -48,20 +50,21 @@ def required_capabilities(parsed: ParsedRequest) -> list[str]:
     return needs
 
 
-def plan(parsed: ParsedRequest, catalog: Catalog) -> list[Route]:
+def plan(parsed: ParsedRequest, catalog: Catalog) -> Sequence[Route]:
     """Candidate routes in order; raises `NotFound` / `InvalidRequest` when there are none."""
-    routes = catalog.resolve(parsed.req.model)
+    unique = catalog.resolve(parsed.req.model)
     routing = parsed.req.routing
-    if routing is not None and routing.model is not None:
+    if routing is not None and routing.model is not None and routing.model.fallbacks:
+        routes = list(unique)
         for fallback in routing.model.fallbacks:
             routes += catalog.resolve(fallback)
-    seen: set[tuple[str, str]] = set()
-    unique = []
-    for route in routes:
-        key = (route.provider, route.model)
-        if key not in seen:
-            seen.add(key)
-            unique.append(route)
+        seen: set[tuple[str, str]] = set()
+        unique = []
+        for route in routes:
+            key = (route.provider, route.model)
+            if key not in seen:
+                seen.add(key)
+                unique.append(route)
     needs = required_capabilities(parsed)
     if not needs:
         return unique
