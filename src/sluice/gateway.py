@@ -14,7 +14,6 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-import aiohttp
 import msgspec
 
 from sluice.accounting.cost import response_cost
@@ -38,12 +37,16 @@ _PASSED_ON = frozenset({400, 401, 403, 404, 413, 422, 429})
 
 
 class Gateway:
-    def __init__(self, config: Config, catalog: Catalog, session: aiohttp.ClientSession) -> None:
+    def __init__(self, config: Config, catalog: Catalog) -> None:
         self.config = config
         self.catalog = catalog
         self.adapters: dict[str, Adapter] = {
-            name: create_adapter(name, provider, session) for name, provider in catalog.providers.items()
+            name: create_adapter(name, provider) for name, provider in catalog.providers.items()
         }
+
+    async def close(self) -> None:
+        for adapter in self.adapters.values():
+            await adapter.close()
 
     def _routes(self, parsed: ParsedRequest) -> Sequence[Route]:
         if parsed.req.previous_response_id is not None:
@@ -125,6 +128,7 @@ class OpenStream:
         self._batches = batches
         self._sequence = 0
         self._done_items: dict[int, dict[str, Any]] = {}
+        self._envelope: bytes | None = None
         self.final: dict[str, Any] | None = None
 
     def _sse(self, event: Event) -> bytes:
@@ -132,8 +136,15 @@ class OpenStream:
         self._sequence += 1
         return b"event: " + event["type"].encode() + b"\ndata: " + _encode(event) + b"\n\n"
 
-    def _envelope(self) -> dict[str, Any]:
-        return skeleton(self.parsed, self.response_id, self.route.label, self.created_at)
+    def _lifecycle(self, kind: str) -> bytes:
+        # created / in_progress / queued carry the same in-progress Response: encode it once.
+        if self._envelope is None:
+            self._envelope = _encode(skeleton(self.parsed, self.response_id, self.route.label, self.created_at))
+        sequence = self._sequence
+        self._sequence += 1
+        name = kind.encode()
+        return (b"event: " + name + b'\ndata: {"type":"' + name + b'","response":' + self._envelope
+                + b',"sequence_number":' + str(sequence).encode() + b"}\n\n")
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         error_sent = False
@@ -144,8 +155,9 @@ class OpenStream:
                 for event in batch:
                     kind = event["type"]
                     if kind in _LIFECYCLE:
-                        event["response"] = self._envelope()
-                    elif kind in _TERMINAL:
+                        out.append(self._lifecycle(kind))
+                        continue
+                    if kind in _TERMINAL:
                         out.append(self._sse(self._terminal(event)))
                         yield b"".join(out)
                         return

@@ -7,8 +7,6 @@ import logging
 import os
 from typing import Any
 
-import aiohttp
-
 from sluice.canonical.request import parse_request
 from sluice.config import Config, load_config
 from sluice.errors import GatewayError, NotFound, Unauthorized
@@ -50,7 +48,6 @@ class SluiceApp:
         self.gateway: Gateway | None = None
         self.keys: KeyStore | None = None
         self.require_auth = bool(config.master_key)
-        self._session: aiohttp.ClientSession | None = None
         self._engine: Any = None
 
     # --- lifespan ----------------------------------------------------------------------------
@@ -63,9 +60,7 @@ class SluiceApp:
             self.require_auth = True
         if not self.require_auth:
             log.warning("no master_key and no API keys: the gateway accepts unauthenticated requests")
-        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
-        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True, trust_env=False)
-        self.gateway = Gateway(self.config, self.catalog, self._session)
+        self.gateway = Gateway(self.config, self.catalog)
         # Everything allocated so far lives as long as the process: move it out of the
         # collector's sight, so full collections stop re-scanning ~70k import-time objects
         # (each took ~24 ms and set the p99 under load).
@@ -73,8 +68,8 @@ class SluiceApp:
         gc.freeze()
 
     async def shutdown(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        if self.gateway is not None:
+            await self.gateway.close()
         if self._engine is not None:
             await self._engine.dispose()
 

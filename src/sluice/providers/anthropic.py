@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import msgspec
 
 from sluice.canonical.ids import new_id
@@ -26,6 +25,7 @@ from sluice.errors import InvalidRequest, UpstreamError
 from sluice.providers.anthropic_request import HOSTED_WEB_SEARCH, PROTOCOL, SUPPORTED_ITEMS, Plan, build_body
 from sluice.providers.base import Adapter, Event, unsupported
 from sluice.providers.sse import SSEDecoder
+from sluice.providers.transport import NetworkError, UpstreamClient
 
 API_VERSION = "2023-06-01"
 
@@ -58,8 +58,8 @@ _STATUS_TYPES = {529: "overloaded_error", 413: "request_too_large"}
 
 
 class AnthropicAdapter(Adapter):
-    def __init__(self, name: str, config: ProviderConfig, session: aiohttp.ClientSession) -> None:
-        super().__init__(name, config, session)
+    def __init__(self, name: str, config: ProviderConfig, client: UpstreamClient | None = None) -> None:
+        super().__init__(name, config, client)
         base = (config.base_url or "https://api.anthropic.com").rstrip("/")
         # Same base_url as the anthropic SDK takes; tolerate one that already ends in /v1.
         self._url = f"{base}/messages" if base.endswith("/v1") else f"{base}/v1/messages"
@@ -137,7 +137,7 @@ class AnthropicAdapter(Adapter):
                 return batch
 
             decoder = SSEDecoder()
-            async for chunk in resp.content.iter_any():
+            async for chunk in resp.chunks():
                 batch = translate(decoder.feed(chunk))
                 if batch:
                     yield batch
@@ -151,10 +151,10 @@ class AnthropicAdapter(Adapter):
                 tail = translator.finish()
                 if tail:
                     yield tail
-        except (TimeoutError, aiohttp.ClientError) as exc:
+        except NetworkError as exc:
             raise self.transport_error(exc) from None
         finally:
-            resp.close()
+            await resp.aclose()
 
     # --- errors ------------------------------------------------------------------------------
 

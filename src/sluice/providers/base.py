@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import AsyncIterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import aiohttp
 import msgspec
 
 from sluice.canonical.request import ParsedRequest
 from sluice.config import ProviderConfig
 from sluice.errors import GatewayError, InvalidRequest, UpstreamError, status_error_type
-
-if TYPE_CHECKING:
-    from yarl import URL
+from sluice.providers.transport import NetworkError, UpstreamClient, UpstreamResponse, describe_network_error
 
 Event = dict[str, Any]
 
@@ -36,11 +32,13 @@ class Adapter:
     request, so a failure to start raises `UpstreamError` before anything reaches the client.
     """
 
-    def __init__(self, name: str, config: ProviderConfig, session: aiohttp.ClientSession) -> None:
+    def __init__(self, name: str, config: ProviderConfig, client: UpstreamClient | None = None) -> None:
         self.name = name
         self.config = config
-        self.session = session
-        self.timeout = aiohttp.ClientTimeout(total=None, connect=config.connect_timeout, sock_read=config.timeout)
+        self.client = client or UpstreamClient(config)
+
+    async def close(self) -> None:
+        await self.client.close()
 
     def check(self, parsed: ParsedRequest, model: str) -> None:
         """Raise `InvalidRequest` for what this wire protocol cannot carry."""
@@ -53,34 +51,34 @@ class Adapter:
 
     # --- shared plumbing ---------------------------------------------------------------------
 
-    async def post_json(self, url: str | URL, body: bytes, headers: Mapping[str, str]) -> Any:
+    async def post_json(self, url: str, body: bytes, headers: Mapping[str, str]) -> Any:
         """POST `body` and return the decoded JSON answer; any failure raises `UpstreamError`."""
+        resp = await self.post_stream(url, body, headers)
         try:
-            async with self.session.post(url, data=body, headers=headers, timeout=self.timeout) as resp:
-                if resp.status >= 300:
-                    raise await self.error_from_response(resp)
-                payload = await resp.read()
-        except (TimeoutError, aiohttp.ClientError) as exc:
+            payload = await resp.read()
+        except NetworkError as exc:
             raise self.transport_error(exc) from None
+        finally:
+            await resp.aclose()
         try:
             return msgspec.json.decode(payload)
         except msgspec.DecodeError:
             raise self.invalid_response() from None
 
-    async def post_stream(self, url: str | URL, body: bytes, headers: Mapping[str, str]) -> aiohttp.ClientResponse:
+    async def post_stream(self, url: str, body: bytes, headers: Mapping[str, str]) -> UpstreamResponse:
         """POST `body` and return the accepted (2xx) response, still open: the caller closes it.
 
         A failure to connect or a non-2xx answer raises `UpstreamError` (the response closed).
         """
         try:
-            resp = await self.session.post(url, data=body, headers=headers, timeout=self.timeout)
-        except (TimeoutError, aiohttp.ClientError) as exc:
+            resp = await self.client.post(url, body, headers)
+        except NetworkError as exc:
             raise self.transport_error(exc) from None
         if resp.status >= 300:
             try:
                 raise await self.error_from_response(resp)
             finally:
-                resp.close()
+                await resp.aclose()
         return resp
 
     def invalid_response(self) -> UpstreamError:
@@ -96,19 +94,16 @@ class Adapter:
         return _KEYLIKE.sub("[redacted]", text)
 
     def transport_error(self, exc: BaseException) -> UpstreamError:
-        if isinstance(exc, asyncio.TimeoutError):
-            detail = "timed out"
-        else:
-            detail = self.redact_secrets(str(exc) or type(exc).__name__)
+        detail = self.redact_secrets(describe_network_error(exc))
         # Raised for a refused connection and for one that breaks mid-answer alike.
         return UpstreamError(f"The connection to provider '{self.name}' failed: {detail}", provider=self.name,
                              retryable=True, status=502, code="upstream_connection_error")
 
-    async def error_from_response(self, resp: aiohttp.ClientResponse) -> UpstreamError:
+    async def error_from_response(self, resp: UpstreamResponse) -> UpstreamError:
         """Turn a non-2xx upstream answer into an OpenAI-shaped `UpstreamError`."""
         try:
             body = await resp.read()
-        except (TimeoutError, aiohttp.ClientError):
+        except NetworkError:
             body = b""
         return self.error_from_body(resp.status, body, resp.headers.get("retry-after"))
 
@@ -164,6 +159,4 @@ def stream_failure(exc: BaseException) -> tuple[str, str]:
     """(code, message) for an `error` event when a stream breaks after it started."""
     if isinstance(exc, GatewayError):
         return exc.code or exc.type, exc.message
-    if isinstance(exc, asyncio.TimeoutError):
-        return "upstream_timeout", "The upstream stopped sending data (read timeout)."
-    return "upstream_stream_error", f"The upstream stream broke: {exc or type(exc).__name__}"
+    return "upstream_stream_error", f"The upstream stream broke: {describe_network_error(exc)}"

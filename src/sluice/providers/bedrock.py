@@ -3,8 +3,8 @@
 `POST {endpoint}/model/{modelId}/converse` answers JSON; `/converse-stream` answers an AWS binary
 eventstream. Requests are signed with SigV4 by botocore (`SigV4Auth` over exactly the bytes and
 the percent-encoded path that are sent), or carry a Bedrock API key as a bearer token; frames are
-parsed by botocore's `EventStreamBuffer`. The HTTP call itself goes through the shared aiohttp
-session like every other adapter. Translation lives in `bedrock_request` / `bedrock_response`.
+parsed by botocore's `EventStreamBuffer`. The HTTP call itself goes through the shared upstream
+client like every other adapter. Translation lives in `bedrock_request` / `bedrock_response`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import os
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import msgspec
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -23,7 +22,6 @@ from botocore.eventstream import EventStreamBuffer, ParserError
 from botocore.exceptions import BotoCoreError
 from botocore.session import Session
 from botocore.utils import percent_encode
-from yarl import URL
 
 from sluice.canonical.request import ParsedRequest
 from sluice.config import ProviderConfig
@@ -38,6 +36,7 @@ from sluice.providers.bedrock_response import (
     stream_exception,
     usage,
 )
+from sluice.providers.transport import NetworkError, UpstreamClient, UpstreamResponse
 
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
@@ -46,8 +45,8 @@ SIGNING_NAME = "bedrock"  # service-2.json metadata.signingName
 
 
 class BedrockAdapter(Adapter):
-    def __init__(self, name: str, config: ProviderConfig, session: aiohttp.ClientSession) -> None:
-        super().__init__(name, config, session)
+    def __init__(self, name: str, config: ProviderConfig, client: UpstreamClient | None = None) -> None:
+        super().__init__(name, config, client)
         self.region = config.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
         # A Bedrock API key (bearer token) replaces SigV4: the config's api_key first, then the
         # environment, unless the config names SigV4 keys of its own.
@@ -114,7 +113,7 @@ class BedrockAdapter(Adapter):
         return dict(request.headers.items())
 
     async def _prepare(self, parsed: ParsedRequest, model: str, stream: bool
-                       ) -> tuple[URL, bytes, dict[str, str], Plan]:
+                       ) -> tuple[str, bytes, dict[str, str], Plan]:
         if not self._resolved and (self.region is None or (self._static is None and not self.bearer)):
             await self._resolve()
         if self.region is None and (not self.bearer or not self.config.base_url):
@@ -123,8 +122,8 @@ class BedrockAdapter(Adapter):
         payload = _encode(body)
         url = self.url(model, stream)
         headers = await self.signed_headers(url, payload)
-        # encoded=True: send the path byte for byte as signed (no re-quoting of %3A).
-        return URL(url, encoded=True), payload, headers, plan
+        # The path goes out byte for byte as signed: the client does not re-quote %3A.
+        return url, payload, headers, plan
 
     # --- credentials -------------------------------------------------------------------------
 
@@ -201,7 +200,7 @@ class BedrockAdapter(Adapter):
             translator = ConverseTranslator(plan)
             started = False  # Responses events wait for the first content, so an early exception can fail over
             frames = EventStreamBuffer()
-            async for chunk in resp.content.iter_any():
+            async for chunk in resp.chunks():
                 frames.add_data(chunk)
                 batch: list[Event] = []
                 for frame in frames:
@@ -230,20 +229,20 @@ class BedrockAdapter(Adapter):
                 events = translator.start() + events
             if events:
                 yield events
-        except (TimeoutError, aiohttp.ClientError) as exc:
+        except NetworkError as exc:
             raise self.transport_error(exc) from None
         except (ParserError, msgspec.DecodeError) as exc:
             raise UpstreamError(f"{self.name}: unreadable event stream ({type(exc).__name__})", provider=self.name,
                                 retryable=True, status=502, code="upstream_invalid_response") from None
         finally:
-            resp.close()
+            await resp.aclose()
 
     # --- errors ------------------------------------------------------------------------------
 
-    async def error_from_response(self, resp: aiohttp.ClientResponse) -> UpstreamError:
+    async def error_from_response(self, resp: UpstreamResponse) -> UpstreamError:
         try:
             body = await resp.read()
-        except (TimeoutError, aiohttp.ClientError):
+        except NetworkError:
             body = b""
         return self.aws_error(resp.status, body, resp.headers.get("x-amzn-errortype"),
                               resp.headers.get("retry-after"))

@@ -25,7 +25,6 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import msgspec
 
 from sluice.canonical.ids import new_id
@@ -37,6 +36,7 @@ from sluice.errors import InvalidRequest, UpstreamError, status_error_type
 from sluice.providers.base import RETRYABLE, Adapter, Event, unsupported
 from sluice.providers.gemini_schema import to_openapi_schema
 from sluice.providers.sse import SSEDecoder
+from sluice.providers.transport import NetworkError, UpstreamClient, UpstreamResponse
 
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
@@ -75,8 +75,8 @@ _LEVELS = {"none": "MINIMAL", "minimal": "MINIMAL", "low": "LOW", "medium": "MED
 
 
 class GeminiAdapter(Adapter):
-    def __init__(self, name: str, config: ProviderConfig, session: aiohttp.ClientSession) -> None:
-        super().__init__(name, config, session)
+    def __init__(self, name: str, config: ProviderConfig, client: UpstreamClient | None = None) -> None:
+        super().__init__(name, config, client)
         options = self.config.options
         base = (self.config.base_url or DEFAULT_BASE_URL).rstrip("/")
         # A base_url that already names a version (`.../v1beta`, Vertex's `.../v1/publishers/google`) is kept.
@@ -385,7 +385,7 @@ class GeminiAdapter(Adapter):
                 return
             yield translator.start()
             decoder = SSEDecoder()
-            async for raw in resp.content.iter_any():
+            async for raw in resp.chunks():
                 batch: list[Event] = []
                 for _, data in decoder.feed(raw):
                     batch += translator.feed_bytes(data)
@@ -402,12 +402,12 @@ class GeminiAdapter(Adapter):
             tail = translator.finish()
             if tail:
                 yield tail
-        except (TimeoutError, aiohttp.ClientError) as exc:
+        except NetworkError as exc:
             raise self.transport_error(exc) from None
         finally:
-            resp.close()
+            await resp.aclose()
 
-    async def _json_array(self, resp: aiohttp.ClientResponse, translator: GeminiTranslator) -> list[Event]:
+    async def _json_array(self, resp: UpstreamResponse, translator: GeminiTranslator) -> list[Event]:
         try:
             data = _decode(await resp.read())
         except msgspec.DecodeError:

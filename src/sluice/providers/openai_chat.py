@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import msgspec
 
 from sluice.canonical.ids import new_id
@@ -19,6 +18,7 @@ from sluice.canonical.stream import ResponseEventBuilder
 from sluice.config import ProviderConfig
 from sluice.providers.base import Adapter, Event, unsupported
 from sluice.providers.sse import SSEDecoder
+from sluice.providers.transport import NetworkError, UpstreamClient
 
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
@@ -30,8 +30,8 @@ _FINISH = {
 
 
 class OpenAIChatAdapter(Adapter):
-    def __init__(self, name: str, config: ProviderConfig, session: aiohttp.ClientSession) -> None:
-        super().__init__(name, config, session)
+    def __init__(self, name: str, config: ProviderConfig, client: UpstreamClient | None = None) -> None:
+        super().__init__(name, config, client)
         self._url = f"{(config.base_url or 'https://api.openai.com/v1').rstrip('/')}/chat/completions"
         self._headers = {"content-type": "application/json", **config.headers}
         if config.api_key:
@@ -111,7 +111,7 @@ class OpenAIChatAdapter(Adapter):
             translator = ChunkTranslator()
             yield translator.start()
             decoder = SSEDecoder()
-            async for chunk in resp.content.iter_any():
+            async for chunk in resp.chunks():
                 batch: list[Event] = []
                 for _, data in decoder.feed(chunk):
                     if data == b"[DONE]":
@@ -125,10 +125,10 @@ class OpenAIChatAdapter(Adapter):
             tail = translator.finish()
             if tail:
                 yield tail
-        except (TimeoutError, aiohttp.ClientError) as exc:
+        except NetworkError as exc:
             raise self.transport_error(exc) from None
         finally:
-            resp.close()
+            await resp.aclose()
 
 
 class ChunkTranslator:

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import msgspec
 
 from sluice.canonical.reasoning import is_sealed
@@ -18,6 +17,7 @@ from sluice.canonical.request import ParsedRequest
 from sluice.config import ProviderConfig
 from sluice.providers.base import Adapter, Event
 from sluice.providers.sse import SSEDecoder
+from sluice.providers.transport import NetworkError, UpstreamClient
 
 # Sluice's own request fields, and those the endpoint reference says are accepted but ignored.
 _NOT_FORWARDED = frozenset({
@@ -35,8 +35,8 @@ _FINAL_STATUSES = frozenset({"completed", "incomplete", "failed", "cancelled"})
 
 
 class OpenAIResponsesAdapter(Adapter):
-    def __init__(self, name: str, config: ProviderConfig, session: aiohttp.ClientSession) -> None:
-        super().__init__(name, config, session)
+    def __init__(self, name: str, config: ProviderConfig, client: UpstreamClient | None = None) -> None:
+        super().__init__(name, config, client)
         self._url = f"{(config.base_url or 'https://api.openai.com/v1').rstrip('/')}/responses"
         self._headers = {"content-type": "application/json", **config.headers}
         if config.api_key:
@@ -71,18 +71,28 @@ class OpenAIResponsesAdapter(Adapter):
         try:
             ids = _StableIds()
             decoder = SSEDecoder()
-            async for chunk in resp.content.iter_any():
-                # Some Responses-compatible servers end like chat streams, with [DONE].
-                batch = [ids.apply(_decode(data)) for _, data in decoder.feed(chunk) if data != b"[DONE]"]
+            async for chunk in resp.chunks():
+                batch = [_event(name, data, ids) for name, data in decoder.feed(chunk) if data != b"[DONE]"]
                 if batch:
                     yield batch
-            tail = [ids.apply(_decode(data)) for _, data in decoder.flush() if data != b"[DONE]"]
+            tail = [_event(name, data, ids) for name, data in decoder.flush() if data != b"[DONE]"]
             if tail:
                 yield tail
-        except (TimeoutError, aiohttp.ClientError) as exc:
+        except NetworkError as exc:
             raise self.transport_error(exc) from None
         finally:
-            resp.close()
+            await resp.aclose()
+
+
+_LIFECYCLE = frozenset({"response.created", "response.in_progress", "response.queued"})
+
+
+def _event(name: str | None, data: bytes, ids: _StableIds) -> Event:
+    # Some Responses-compatible servers end like chat streams, with [DONE] (filtered by the caller).
+    if name in _LIFECYCLE:
+        # The gateway replaces a lifecycle event's Response with its own: no need to decode it.
+        return {"type": name, "response": {}}
+    return ids.apply(_decode(data))
 
 
 def _strip(obj: Any) -> Any:

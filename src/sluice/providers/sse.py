@@ -18,15 +18,24 @@ class SSEDecoder:
         buffer = self._buffer + chunk if self._buffer else chunk
         if b"\r" in buffer:
             buffer = buffer.replace(b"\r\n", b"\n")
+        blocks = buffer.split(b"\n\n")
+        self._buffer = blocks.pop()  # the unfinished tail (b"" when the chunk ended an event)
         events: list[tuple[str | None, bytes]] = []
-        start = 0
-        find = buffer.find
-        while (end := find(b"\n\n", start)) >= 0:  # scan by index: no copy of the rest per event
-            parsed = _parse_block(buffer[start:end])
+        append = events.append
+        for block in blocks:
+            # Inline fast paths for the two shapes every provider sends; anything else is parsed fully.
+            if block.startswith(b"data: "):
+                if b"\n" not in block:
+                    append((None, block[6:]))
+                    continue
+            elif block.startswith(b"event: "):
+                head, found, data = block.partition(b"\ndata: ")
+                if found and b"\n" not in data and b"\n" not in head:
+                    append((head[7:].decode(), data))
+                    continue
+            parsed = _parse_block(block)
             if parsed is not None:
-                events.append(parsed)
-            start = end + 2
-        self._buffer = buffer[start:] if start else buffer
+                append(parsed)
         return events
 
     def flush(self) -> list[tuple[str | None, bytes]]:
@@ -37,14 +46,6 @@ class SSEDecoder:
 
 
 def _parse_block(block: bytes) -> tuple[str | None, bytes] | None:
-    # The common shapes first: one `data:` line, or an `event:` line and one `data:` line.
-    if block.startswith(b"data: "):
-        if b"\n" not in block:
-            return None, block[6:]
-    elif block.startswith(b"event: "):
-        end = block.find(b"\ndata: ")
-        if end > 0 and block.find(b"\n", end + 1) < 0 and b"\n" not in block[:end]:
-            return block[7:end].decode(), block[end + 7 :]
     event: str | None = None
     data: list[bytes] = []
     for line in block.split(b"\n"):
