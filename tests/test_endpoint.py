@@ -239,3 +239,12 @@ def test_upstream_5xx_then_fallback_model(client: openai.OpenAI, upstream: Repla
                                        extra_body={"routing": {"model": {"fallbacks": ["chat"]}}})
     assert response.model == "replay-chat/gpt-4o-2024-08-06"
     assert [r.path for r in upstream.requests] == ["/v1/responses", "/v1/chat/completions"]
+
+
+def test_route_that_cannot_carry_the_request_is_skipped(client: openai.OpenAI, upstream: ReplayServer) -> None:
+    # `web_search` is refused by the chat route, so the fallback model's Responses route serves it.
+    upstream.enqueue(load(FIX / "openai-responses/simonw-llm/test_responses_basic_non_streaming.yaml")[0])
+    response = client.responses.create(model="chat", input="hi", tools=[{"type": "web_search"}],
+                                       extra_body={"routing": {"model": {"fallbacks": ["gpt-5.2"]}}})
+    assert response.model == "replay-openai/gpt-5.2"
+    assert [r.path for r in upstream.requests] == ["/v1/responses"]

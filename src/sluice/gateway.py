@@ -21,7 +21,7 @@ from sluice.canonical.ids import new_id
 from sluice.canonical.request import ParsedRequest
 from sluice.canonical.response import finalize, skeleton
 from sluice.config import Config
-from sluice.errors import GatewayError, NoRouteSucceeded, NotFound, UpstreamError
+from sluice.errors import GatewayError, InvalidRequest, NoRouteSucceeded, NotFound, UpstreamError
 from sluice.providers import create_adapter
 from sluice.providers.base import CLIENT_FAULT, Adapter, Event, stream_failure
 from sluice.routing.catalog import Catalog, Route
@@ -54,9 +54,20 @@ class Gateway:
             raise NotFound(f"Previous response with id '{parsed.req.previous_response_id}' not found.",
                            param="previous_response_id", code="previous_response_not_found")
         routes = plan(parsed, self.catalog)
+        # A route whose wire protocol cannot carry the request is skipped; if none can, the
+        # first route's reason is the answer.
+        able: list[Route] = []
+        refusal: InvalidRequest | None = None
         for route in routes:
-            self.adapters[route.provider].check(parsed, route.model)
-        return routes
+            try:
+                self.adapters[route.provider].check(parsed, route.model)
+            except InvalidRequest as exc:
+                refusal = refusal or exc
+                continue
+            able.append(route)
+        if not able and refusal is not None:
+            raise refusal
+        return able
 
     async def create(self, parsed: ParsedRequest) -> dict[str, Any]:
         """Serve a non-streaming request: the first route that succeeds answers."""
