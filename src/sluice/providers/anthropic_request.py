@@ -20,6 +20,7 @@ import msgspec
 from sluice.canonical.reasoning import unseal
 from sluice.canonical.request import ParsedRequest
 from sluice.errors import InvalidRequest
+from sluice.providers.claude_schema import strict_schema
 
 PROTOCOL = "anthropic"  # tag of the reasoning state sealed into encrypted_content
 
@@ -45,7 +46,6 @@ SUPPORTED_ITEMS = frozenset({"message", "function_call", "function_call_output",
 HOSTED_WEB_SEARCH = frozenset({"web_search", "web_search_preview", "web_search_2025_08_26",
                                "web_search_preview_2025_03_11"})
 
-_encode = msgspec.json.encode
 _decode = msgspec.json.decode
 
 
@@ -517,53 +517,3 @@ class _Marks:
                     last_hour = i
         for block in marks[:last_hour]:
             block["cache_control"]["ttl"] = "1h"
-
-
-# --- structured output ----------------------------------------------------------------------------
-
-_STRING_FORMATS = frozenset({"date-time", "time", "date", "duration", "email", "hostname", "uri", "ipv4", "ipv6",
-                             "uuid"})
-
-
-def strict_schema(schema: Any) -> Any:
-    """A JSON schema in the subset Anthropic's structured output accepts.
-
-    Objects get `additionalProperties: false`; keywords it does not support (numeric and string
-    bounds, patterns, unknown formats, ...) move into the description, so the model still sees them.
-    """
-    if not isinstance(schema, dict):
-        return schema
-    rest = dict(schema)
-    out: dict[str, Any] = {}
-    for key in ("$defs", "definitions"):
-        if isinstance(rest.get(key), dict):
-            out[key] = {name: strict_schema(sub) for name, sub in rest.pop(key).items()}
-    if "$ref" in rest:
-        out["$ref"] = rest.pop("$ref")
-        return out
-    for key in ("anyOf", "oneOf", "allOf"):
-        if isinstance(rest.get(key), list):
-            out["anyOf" if key == "oneOf" else key] = [strict_schema(sub) for sub in rest.pop(key)]
-    for key in ("type", "enum", "const", "description", "title"):
-        if key in rest:
-            out[key] = rest.pop(key)
-    kind = out.get("type")
-    if kind == "object" or "properties" in rest:
-        out["properties"] = {name: strict_schema(sub) for name, sub in (rest.pop("properties", None) or {}).items()}
-        if "required" in rest:
-            out["required"] = rest.pop("required")
-        rest.pop("additionalProperties", None)
-        out["additionalProperties"] = False
-    elif kind == "array":
-        if "items" in rest:
-            out["items"] = strict_schema(rest.pop("items"))
-        if rest.get("minItems") in (0, 1):
-            out["minItems"] = rest.pop("minItems")
-    elif kind == "string" and rest.get("format") in _STRING_FORMATS:
-        out["format"] = rest.pop("format")
-    rest.pop("default", None)
-    rest.pop("strict", None)
-    if rest:
-        note = "{" + ", ".join(f"{key}: {_encode(value).decode()}" for key, value in rest.items()) + "}"
-        out["description"] = f"{out['description']}\n\n{note}" if out.get("description") else note
-    return out

@@ -5,8 +5,9 @@ instructions + system/developer messages -> `system`; user/assistant turns -> `m
 strict alternation (consecutive same-role turns merge); function calls / outputs -> `toolUse` /
 `toolResult` blocks; sealed reasoning -> `reasoningContent`; `cache_control` -> `cachePoint`
 blocks; sampling -> `inferenceConfig`; `text.format` json_schema -> `outputConfig.textFormat`
-(or a forced tool, `options.structured_output: tool`); `reasoning.effort` -> the model family's
-own field under `additionalModelRequestFields`.
+(the schema narrowed for Claude models as in the Anthropic adapter; or a forced tool,
+`options.structured_output: tool`); `reasoning.effort` -> the model family's own field under
+`additionalModelRequestFields`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import msgspec
 from sluice.canonical.reasoning import unseal
 from sluice.canonical.request import ParsedRequest
 from sluice.errors import InvalidRequest
+from sluice.providers.claude_schema import strict_schema
 
 PROTOCOL = "bedrock"
 
@@ -261,7 +263,7 @@ def build_body(parsed: ParsedRequest, model: str, options: dict[str, Any]) -> tu
     configured = options.get("additional_model_request_fields")
     if isinstance(configured, dict):
         extra.update(configured)
-    client_forced = _tools(parsed, out, body, options, plan)
+    client_forced = _tools(parsed, out, body, options, plan, claude)
     _reasoning(parsed, model, family, options, out.messages, inference, extra, body, client_forced)
     if "thinking" in extra:
         # Claude rejects sampling parameters while thinking.
@@ -424,8 +426,13 @@ def _has_tool_blocks(messages: list[dict[str, Any]]) -> bool:
     return any("toolUse" in block or "toolResult" in block for m in messages for block in m["content"])
 
 
-def _tools(parsed: ParsedRequest, out: _Builder, body: dict[str, Any], options: dict[str, Any], plan: Plan) -> bool:
-    """Set `toolConfig` (and `outputConfig`); True when the client forces a tool call."""
+def _tools(parsed: ParsedRequest, out: _Builder, body: dict[str, Any], options: dict[str, Any], plan: Plan,
+           claude: bool) -> bool:
+    """Set `toolConfig` (and `outputConfig`); True when the client forces a tool call.
+
+    For a Claude model the `outputConfig` schema is narrowed to what Claude's structured output
+    accepts (as the Anthropic adapter does); other models get the client's schema unchanged.
+    """
     req = parsed.req
     tools_in = [t for t in req.tools or () if t.get("type") == "function"]
     choice = req.tool_choice
@@ -474,7 +481,8 @@ def _tools(parsed: ParsedRequest, out: _Builder, body: dict[str, Any], options: 
             if converse_choice is None or "auto" in converse_choice:
                 converse_choice = {"any": {}} if tools_in else {"tool": {"name": name}}
         else:
-            schema: dict[str, Any] = {"schema": _encode(fmt["schema"]).decode(), "name": fmt["name"]}
+            json_schema = strict_schema(fmt["schema"]) if claude else fmt["schema"]
+            schema: dict[str, Any] = {"schema": _encode(json_schema).decode(), "name": fmt["name"]}
             if fmt.get("description"):
                 schema["description"] = fmt["description"]
             body["outputConfig"] = {"textFormat": {"type": "json_schema", "structure": {"jsonSchema": schema}}}
