@@ -101,3 +101,20 @@ def test_usage_normalization_accepts_cache_write_tokens() -> None:
     assert usage["input_tokens_details"] == {"cached_tokens": 2, "cached_tokens_created": 3, "cache_write_tokens": 3}
     assert usage["total_tokens"] == 15
     assert normalize_usage(None)["total_tokens"] == 0
+
+
+@pytest.mark.parametrize(
+    ("wire", "expected"),
+    [
+        (b"event: a\ndata: 1\n\n", [("a", b"1")]),
+        (b": comment\ndata: x\n\n", [(None, b"x")]),
+        (b"data: a\ndata: b\n\n", [(None, b"a\nb")]),  # multi-line data must not take the fast path
+        (b"id: 3\ndata: q\n\n", [(None, b"q")]),
+        (b"data: 1\n\n\ndata: 2\n\n", [(None, b"1"), (None, b"2")]),
+        (b"data:nospace\n\n", [(None, b"nospace")]),
+        (b"event: a\ndata: 1\n\ndata: a\ndata: b\n\nevent: c\ndata: 3\n\n",
+         [("a", b"1"), (None, b"a\nb"), ("c", b"3")]),
+    ],
+)
+def test_sse_block_shapes(wire: bytes, expected: list[tuple[str | None, bytes]]) -> None:
+    assert SSEDecoder().feed(wire) == expected

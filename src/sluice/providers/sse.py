@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
+_SIMPLE_BLOCK = re.compile(rb"(?:event: ([^\n]+)\n)?data: ([^\n]*)\n\n")
+
 
 class SSEDecoder:
     """Splits a byte stream into `(event, data)` pairs; `event` is None when the server sends none.
@@ -18,24 +22,30 @@ class SSEDecoder:
         buffer = self._buffer + chunk if self._buffer else chunk
         if b"\r" in buffer:
             buffer = buffer.replace(b"\r\n", b"\n")
-        blocks = buffer.split(b"\n\n")
-        self._buffer = blocks.pop()  # the unfinished tail (b"" when the chunk ended an event)
+        end = buffer.rfind(b"\n\n") + 2
+        if end < 2:
+            self._buffer = buffer
+            return []
+        self._buffer = buffer[end:]
+        # Fast path, one regex pass: every block is `[event: NAME\n]data: DATA\n\n`, which is what
+        # providers send. The matched sizes must add up to the whole text, else some block has
+        # another shape (comments, multi-line data, ids) and the general parser takes over.
         events: list[tuple[str | None, bytes]] = []
-        append = events.append
-        for block in blocks:
-            # Inline fast paths for the two shapes every provider sends; anything else is parsed fully.
-            if block.startswith(b"data: "):
-                if b"\n" not in block:
-                    append((None, block[6:]))
-                    continue
-            elif block.startswith(b"event: "):
-                head, found, data = block.partition(b"\ndata: ")
-                if found and b"\n" not in data and b"\n" not in head:
-                    append((head[7:].decode(), data))
-                    continue
+        size = 0
+        for name, data in _SIMPLE_BLOCK.findall(buffer, 0, end):
+            if name:
+                size += len(name) + len(data) + 16
+                events.append((name.decode(), data))
+            else:
+                size += len(data) + 8
+                events.append((None, data))
+        if size == end:
+            return events
+        events = []
+        for block in buffer[:end].split(b"\n\n"):
             parsed = _parse_block(block)
             if parsed is not None:
-                append(parsed)
+                events.append(parsed)
         return events
 
     def flush(self) -> list[tuple[str | None, bytes]]:
