@@ -118,3 +118,29 @@ def test_usage_normalization_accepts_cache_write_tokens() -> None:
 )
 def test_sse_block_shapes(wire: bytes, expected: list[tuple[str | None, bytes]]) -> None:
     assert SSEDecoder().feed(wire) == expected
+
+
+def test_env_values_cannot_change_the_yaml(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLUICE_TEST_KEY", "abc #not-a-comment")
+    monkeypatch.setenv("SLUICE_TEST_NUMBER", "12345678")
+    monkeypatch.setenv("SLUICE_TEST_PORT", "9090")
+    config = parse_config("master_key: ${SLUICE_TEST_KEY}\nredis: ${SLUICE_TEST_NUMBER}\n"
+                          "server: {port: '${SLUICE_TEST_PORT}'}\n")
+    assert config.master_key == "abc #not-a-comment"
+    assert config.redis == "12345678"
+    assert config.server.port == 9090
+
+
+def test_adapters_redact_every_credential_they_hold() -> None:
+    from sluice.config import ProviderConfig
+    from sluice.providers import create_adapter
+
+    adapter = create_adapter("azure", ProviderConfig(
+        type="openai-chat", api_key="plain-key-123456", aws_session_token="session-token-abcdef",
+        headers={"api-key": "azure-key-abcdef12", "authorization": "Token custom-token-999999"}))
+    text = ("failed with plain-key-123456, azure-key-abcdef12, custom-token-999999, session-token-abcdef "
+            "and sk-abcdefghijklmnop1234")
+    redacted = adapter.redact_secrets(text)
+    for secret in ("plain-key-123456", "azure-key-abcdef12", "custom-token-999999", "session-token-abcdef",
+                   "sk-abcdefghijklmnop1234"):
+        assert secret not in redacted

@@ -103,24 +103,32 @@ def expand_env(text: str, environ: dict[str, str] | os._Environ[str] = os.enviro
     return _VAR.sub(lambda m: environ.get(m.group(1)) or (m.group(2) or ""), text)
 
 
-def _drop_empty(value: Any) -> Any:
-    # `api_key: ${UNSET}` expands to an empty string; treat it as absent, not as a key "".
+def _expand(value: Any) -> Any:
+    """Expand `${VAR}` inside string values, after parsing.
+
+    Expanding the text before parsing would let a value's characters change the YAML itself:
+    `SLUICE_MASTER_KEY='abc #x'` would become the key `abc`. `api_key: ${UNSET}` expands to an
+    empty string, which means absent, not a key "".
+    """
+    if isinstance(value, str):
+        return expand_env(value) if "${" in value else value
     if isinstance(value, dict):
-        return {k: _drop_empty(v) for k, v in value.items() if v != "" and v is not None}
+        expanded = {k: _expand(v) for k, v in value.items()}
+        return {k: v for k, v in expanded.items() if v != "" and v is not None}
     if isinstance(value, list):
-        return [_drop_empty(v) for v in value]
+        return [_expand(v) for v in value]
     return value
 
 
 def parse_config(text: str, *, source: str = "<config>") -> Config:
     try:
-        raw = yaml.safe_load(expand_env(text)) or {}
+        raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: invalid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the top level must be a mapping")
     try:
-        return msgspec.convert(_drop_empty(raw), Config)
+        return msgspec.convert(_expand(raw), Config, strict=False)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{source}: {exc}") from None
 

@@ -76,7 +76,8 @@ class Gateway:
         for route in self._routes(parsed):
             try:
                 result = await self.adapters[route.provider].create(parsed, route.model)
-            except UpstreamError as exc:
+            except Exception as exc:  # any adapter failure is this route's failure
+                exc = _as_upstream_error(exc, route)
                 last = exc
                 log.warning("route %s failed: %s %s", route.label, exc.status, exc.message)
                 if exc.status in CLIENT_FAULT:
@@ -92,15 +93,16 @@ class Gateway:
             batches = self.adapters[route.provider].stream(parsed, route.model)
             try:
                 first = await anext(batches)
-            except UpstreamError as exc:
+            except StopAsyncIteration:
+                last = UpstreamError("The upstream closed the stream without sending anything.",
+                                     provider=route.provider, retryable=True, status=502)
+                continue
+            except Exception as exc:  # any adapter failure is this route's failure
+                exc = _as_upstream_error(exc, route)
                 last = exc
                 log.warning("route %s failed: %s %s", route.label, exc.status, exc.message)
                 if exc.status in CLIENT_FAULT:
                     break
-                continue
-            except StopAsyncIteration:
-                last = UpstreamError("The upstream closed the stream without sending anything.",
-                                     provider=route.provider, retryable=True, status=502)
                 continue
             return OpenStream(self, parsed, route, first, batches)
         raise _final_error(last)
@@ -111,6 +113,19 @@ class Gateway:
         # Accounting: priced from the normalized usage. Storage of the response attaches here.
         response["cost"] = {"total": response_cost(response["usage"], route.price) or 0.0}
         return response
+
+
+def _as_upstream_error(exc: Exception, route: Route) -> UpstreamError:
+    if isinstance(exc, UpstreamError):
+        return exc
+    if isinstance(exc, GatewayError):
+        raise exc  # the request itself was refused (e.g. a field the protocol cannot carry)
+    # An answer the adapter could not read (malformed JSON, unexpected shape): the route failed,
+    # another may not. Never a 500 for the client.
+    log.warning("route %s sent an unreadable answer: %s", route.label, type(exc).__name__)
+    return UpstreamError(f"{route.provider}: the upstream sent an answer Sluice could not read "
+                         f"({type(exc).__name__}).", provider=route.provider, retryable=True, status=502,
+                         code="upstream_invalid_response")
 
 
 def _final_error(last: UpstreamError | None) -> GatewayError:
@@ -185,8 +200,9 @@ class OpenStream:
         except GatewayError as exc:
             code, message = stream_failure(exc)
         except Exception as exc:  # any break in the upstream stream ends in response.failed
-            log.warning("stream from %s broke: %r", self.route.label, exc)
             code, message = stream_failure(exc)
+            message = self.gateway.adapters[self.route.provider].redact_secrets(message)
+            log.warning("stream from %s broke: %s", self.route.label, message)
         finally:
             await self._close()
         if not error_sent:
@@ -204,6 +220,9 @@ class OpenStream:
             result["status"] = "failed"
         elif event["type"] == "response.incomplete":
             result["status"] = "incomplete"
+        elif result.get("status") not in ("completed", "incomplete"):
+            # Some Responses-compatible servers say e.g. "complete"; the event type is authoritative.
+            result["status"] = "completed"
         self.final = self.gateway._finish(self.parsed, self.route, result, self.response_id, self.created_at)
         return {"type": event["type"], "response": self.final}
 

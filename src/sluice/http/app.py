@@ -12,6 +12,7 @@ from sluice.config import Config, load_config
 from sluice.errors import GatewayError, NotFound, Unauthorized
 from sluice.gateway import Gateway
 from sluice.http.asgi import (
+    ClientGone,
     Receive,
     Scope,
     Send,
@@ -97,6 +98,8 @@ class SluiceApp:
                 await self._dispatch(scope, receive, send)
             except GatewayError as exc:
                 await send_error(send, exc)
+            except ClientGone:
+                pass
             except Exception:
                 log.exception("unhandled error on %s %s", scope["method"], scope["path"])
                 await send_error(send, GatewayError("The server had an error while processing your request.",

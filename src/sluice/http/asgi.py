@@ -20,6 +20,10 @@ _SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache
                 (b"x-accel-buffering", b"no")]
 
 
+class ClientGone(Exception):
+    """The client disconnected before its request was read: nobody to answer."""
+
+
 def header(scope: Scope, name: bytes) -> bytes | None:
     for key, value in scope["headers"]:
         if key == name:
@@ -41,7 +45,7 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise asyncio.CancelledError
+            raise ClientGone
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:

@@ -86,11 +86,18 @@ class Adapter:
         return UpstreamError(f"{self.name}: upstream sent invalid JSON", provider=self.name, retryable=True,
                              status=502, code="upstream_invalid_response")
 
+    def secrets(self) -> list[str]:
+        """Every credential this adapter sends upstream (subclasses add what they derive)."""
+        config = self.config
+        found = [config.api_key, config.aws_secret_access_key, config.aws_session_token, *config.headers.values()]
+        # Header values such as "Bearer xyz": the token alone must go too.
+        found += [value.split(" ", 1)[1] for value in config.headers.values() if " " in value]
+        return [secret for secret in found if secret and len(secret) >= 8]
+
     def redact_secrets(self, text: str) -> str:
-        """Never let a provider credential travel back in an error message."""
-        for secret in (self.config.api_key, self.config.aws_secret_access_key):
-            if secret:
-                text = text.replace(secret, "[redacted]")
+        """Never let a provider credential travel back in an error message or a log line."""
+        for secret in self.secrets():
+            text = text.replace(secret, "[redacted]")
         return _KEYLIKE.sub("[redacted]", text)
 
     def transport_error(self, exc: BaseException) -> UpstreamError:
@@ -142,8 +149,9 @@ class Adapter:
             return str(err)[:500], None, None, None
         code = err.get("code")
         etype = err.get("type") or err.get("status")
+        message = err.get("message") or data.get("message")
         return (
-            err.get("message") or data.get("message"),
+            message if isinstance(message, str) or message is None else str(message)[:500],
             etype if isinstance(etype, str) else None,
             str(code) if code is not None else None,
             err.get("param") if isinstance(err.get("param"), str) else None,

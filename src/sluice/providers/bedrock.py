@@ -94,13 +94,18 @@ class BedrockAdapter(Adapter):
         """The Converse request body and what reading its answer needs."""
         return build_body(parsed, model, self.config.options)
 
+    def secrets(self) -> list[str]:
+        return [*super().secrets(), *([self.bearer] if self.bearer else [])]
+
     def url(self, model: str, stream: bool) -> str:
         urls = self._urls.get(model)
         if urls is None:
             base = (self.config.base_url or f"https://bedrock-runtime.{self.region}.amazonaws.com").rstrip("/")
             # The modelId is one path segment: ':' and '/' (ARNs) percent-encoded, as botocore does.
             prefix = f"{base}/model/{percent_encode(model)}/"
-            urls = self._urls[model] = (prefix + "converse", prefix + "converse-stream")
+            urls = (prefix + "converse", prefix + "converse-stream")
+            if len(self._urls) < 1024:  # clients can name any model id: keep the cache bounded
+                self._urls[model] = urls
         return urls[stream]
 
     async def signed_headers(self, url: str, payload: bytes) -> dict[str, str]:

@@ -96,8 +96,15 @@ def _event(name: str | None, data: bytes, ids: _StableIds) -> Event:
 
 
 def _strip(obj: Any) -> Any:
-    if isinstance(obj, dict) and any(key in obj for key in _ITEM_EXTENSIONS):
-        return {k: v for k, v in obj.items() if k not in _ITEM_EXTENSIONS}
+    """Remove Sluice's extension keys from an item or tool, and `cache_control` from its parts."""
+    if not isinstance(obj, dict):
+        return obj
+    if any(key in obj for key in _ITEM_EXTENSIONS):
+        obj = {k: v for k, v in obj.items() if k not in _ITEM_EXTENSIONS}
+    for field in ("content", "output"):
+        parts = obj.get(field)
+        if isinstance(parts, list) and any(isinstance(p, dict) and "cache_control" in p for p in parts):
+            obj = {**obj, field: [_strip(p) for p in parts]}
     return obj
 
 

@@ -18,6 +18,9 @@ from yarl import URL
 
 from sluice.config import ProviderConfig
 
+_DRAIN_SECONDS = 0.5
+_DRAIN_BYTES = 64 * 1024
+
 # What a failed connection, a timeout or a broken body read raises.
 NetworkError = (aiohttp.ClientError, asyncio.TimeoutError)
 
@@ -45,8 +48,28 @@ class UpstreamResponse:
         return await self._response.read()
 
     async def aclose(self) -> None:
-        # An unfinished body closes the connection: the upstream sees the request cancelled.
-        self._response.close()
+        """Give the connection back to the pool, or close it.
+
+        A stream is usually left right after its protocol-level end (`[DONE]`, `message_stop`,
+        `response.completed`), just before the body's own end: reading that short tail lets the
+        connection be reused instead of paying a new TCP (and TLS) handshake per stream. When the
+        request is being cancelled (the client left), the body is abandoned at once, which closes
+        the connection so the upstream stops generating.
+        """
+        response = self._response
+        content = response.content
+        if not content.is_eof():
+            task = asyncio.current_task()
+            if task is not None and not task.cancelling():
+                try:
+                    async with asyncio.timeout(_DRAIN_SECONDS):
+                        drained = 0
+                        while drained < _DRAIN_BYTES and (chunk := await content.readany()):
+                            drained += len(chunk)
+                except (TimeoutError, aiohttp.ClientError):
+                    pass
+        # release() keeps the connection only when the body was read to its end.
+        response.release()
 
 
 class UpstreamClient:

@@ -8,6 +8,7 @@ replaces the built-in one of the same name.
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,12 +19,15 @@ import msgspec
 import yaml
 
 from sluice.config import Config, ConfigError, ModelConfig, Price, ProviderConfig
-from sluice.errors import NotFound
+from sluice.errors import InvalidRequest, NotFound
 
 ALL_CAPABILITIES = frozenset({
     "tools", "parallel_tool_calls", "images", "files", "json_schema", "reasoning", "logprobs", "temperature",
     "prompt_caching",
 })
+
+
+_UPSTREAM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+/-]*$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +166,11 @@ class Catalog:
             if pinned:
                 # Pinned first; the same model on other providers stays as fallback.
                 return [*pinned, *(r for r in entry.routes if r.provider != provider)]
-        # Any upstream model id on a known provider: served as asked, unpriced.
+        # Any upstream model id on a known provider: served as asked, unpriced. The id ends up in
+        # upstream URLs (Gemini, Bedrock), so it may not carry a query, a fragment or `..`.
+        if not _UPSTREAM_ID.match(rest) or ".." in rest.split("/"):
+            raise InvalidRequest(f"Invalid model id {rest!r} for provider '{provider}'.", param="model",
+                                 code="invalid_value")
         return [Route(provider, rest, None, ALL_CAPABILITIES, name)]
 
     def cards(self) -> list[dict[str, Any]]:

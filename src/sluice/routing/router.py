@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sluice.canonical.request import ParsedRequest
-from sluice.errors import InvalidRequest
+from sluice.errors import GatewayError, InvalidRequest
 from sluice.routing.catalog import Catalog, Route
 
 # capability -> (param to name in the error, what it is)
@@ -56,8 +56,12 @@ def plan(parsed: ParsedRequest, catalog: Catalog) -> Sequence[Route]:
     routing = parsed.req.routing
     if routing is not None and routing.model is not None and routing.model.fallbacks:
         routes = list(unique)
-        for fallback in routing.model.fallbacks:
-            routes += catalog.resolve(fallback)
+        for i, fallback in enumerate(routing.model.fallbacks):
+            try:
+                routes += catalog.resolve(fallback)
+            except GatewayError as exc:
+                exc.param = f"routing.model.fallbacks[{i}]"
+                raise
         seen: set[tuple[str, str]] = set()
         unique = []
         for route in routes:

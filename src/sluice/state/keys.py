@@ -72,6 +72,8 @@ class KeyStore:
                 sa.select(sa.func.count()).select_from(api_keys).where(api_keys.c.revoked_at.is_(None))) or 0)
 
     async def authenticate(self, key: str) -> Principal | None:
+        if not key.startswith(KEY_PREFIX) or len(key) > 128:
+            return None  # not a Sluice key: no database round trip for garbage
         digest = hash_key(key)
         now = time.monotonic()
         cached = self._cache.get(digest)
@@ -82,7 +84,9 @@ class KeyStore:
                 api_keys.c.key_hash == digest, api_keys.c.revoked_at.is_(None)))).first()
         principal = Principal(row.name, row.id) if row is not None else None
         if len(self._cache) > 100_000:
-            self._cache.clear()
+            # Forget the oldest half (dicts keep insertion order), not the keys in use right now.
+            for stale in list(self._cache)[:50_000]:
+                del self._cache[stale]
         self._cache[digest] = (now + (_POSITIVE_TTL if principal else _NEGATIVE_TTL), principal)
         return principal
 
