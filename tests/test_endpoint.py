@@ -248,3 +248,40 @@ def test_route_that_cannot_carry_the_request_is_skipped(client: openai.OpenAI, u
                                        extra_body={"routing": {"model": {"fallbacks": ["gpt-5.2"]}}})
     assert response.model == "replay-openai/gpt-5.2"
     assert [r.path for r in upstream.requests] == ["/v1/responses"]
+
+
+def test_unreadable_upstream_answer_fails_over(client: openai.OpenAI, upstream: ReplayServer) -> None:
+    upstream.enqueue(_error_exchange(200, b"[]"))  # valid JSON, not a Response
+    upstream.enqueue(load(FIX / "openai-chat/vercel-ai/openai-text.json")[0])
+    response = client.responses.create(model="gpt-5.2", input="hi",
+                                       extra_body={"routing": {"model": {"fallbacks": ["chat"]}}})
+    assert response.model == "replay-chat/gpt-4o-2024-08-06"
+
+
+def test_unreadable_upstream_answer_alone_is_424(gateway: RunningGateway, upstream: ReplayServer) -> None:
+    upstream.enqueue(_error_exchange(200, b"not json at all"))
+    assert_error(post(gateway, {"model": "gpt-5.2", "input": "hi"}), 424)
+
+
+def test_part_level_cache_control_never_reaches_openai(client: openai.OpenAI, upstream: ReplayServer) -> None:
+    upstream.enqueue(load(FIX / "openai-responses/simonw-llm/test_responses_basic_non_streaming.yaml")[0])
+    client.responses.create(model="gpt-5.2", input=[{"role": "user", "content": [
+        {"type": "input_text", "text": "hi", "cache_control": {"type": "ephemeral"}}]}])
+    sent = upstream.requests[-1].json
+    assert sent["input"][0]["content"] == [{"type": "input_text", "text": "hi"}]
+
+
+@pytest.mark.parametrize("name", ["replay-chat/x?alt=json#", "replay-chat/../../v1/files", "replay-chat/a b"])
+def test_ad_hoc_model_ids_cannot_reshape_upstream_urls(gateway: RunningGateway, upstream: ReplayServer,
+                                                       name: str) -> None:
+    assert_error(post(gateway, {"model": name, "input": "hi"}), 400, "model")
+    assert upstream.requests == []
+
+
+def test_unknown_fallback_names_its_param(gateway: RunningGateway) -> None:
+    body = {"model": "gpt-5.2", "input": "hi", "routing": {"model": {"fallbacks": ["chat", "nope"]}}}
+    assert_error(post(gateway, body), 404, "routing.model.fallbacks[1]")
+
+
+def test_model_card_by_provider_prefixed_name(client: openai.OpenAI) -> None:
+    assert client.models.retrieve("replay-openai/gpt-5.2").id == "gpt-5.2"

@@ -123,6 +123,9 @@ class SluiceApp:
             await self._authenticate(scope)
             name = path[len("/v1/models/") :]
             entry = self.catalog.lookup(name)
+            prefix, slash, rest = name.partition("/")
+            if entry is None and slash and self.catalog.provider_name(prefix):
+                entry = self.catalog.lookup(rest)  # `provider/model` names the same card
             if entry is None:
                 raise NotFound(f"The model `{name}` does not exist or you do not have access to it.",
                                param="model", code="model_not_found")
