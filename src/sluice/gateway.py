@@ -203,8 +203,6 @@ class OpenStream:
             code, message = stream_failure(exc)
             message = self.gateway.adapters[self.route.provider].redact_secrets(message)
             log.warning("stream from %s broke: %s", self.route.label, message)
-        finally:
-            await self._close()
         if not error_sent:
             yield self._sse({"type": "error", "code": code, "message": message, "param": None})
         # The Response's error.code has a fixed vocabulary; the precise code is in the error event.
@@ -226,7 +224,8 @@ class OpenStream:
         self.final = self.gateway._finish(self.parsed, self.route, result, self.response_id, self.created_at)
         return {"type": event["type"], "response": self.final}
 
-    async def _close(self) -> None:
+    async def close(self) -> None:
+        """Release the upstream: after the client's response has ended, or when it is cancelled."""
         aclose = getattr(self._batches, "aclose", None)
         if aclose is not None:
             await aclose()

@@ -170,7 +170,12 @@ class SluiceApp:
         if parsed.stream:
             async def run_stream() -> None:
                 stream = await gateway.open_stream(parsed)
-                await send_sse(send, stream)
+                try:
+                    await send_sse(send, stream)
+                finally:
+                    # After the client's response has ended: reading the upstream's tail (to reuse
+                    # its connection) never delays the client.
+                    await stream.close()
 
             await cancel_on_disconnect(receive, _reporting(send, run_stream()))
         else:
