@@ -61,6 +61,10 @@ def assert_error(resp: httpx.Response, status: int, param: str | None = None) ->
         ({"model": "gpt-5.2", "input": [{"role": "user", "content": [{"type": "input_text"}]}]},
          "input[0].content[0].text"),
         ({"model": "gpt-5.2", "input": [{"type": "function_call_output", "output": "x"}]}, "input[0].call_id"),
+        ({"model": "gpt-5.2", "input": [{"type": "function_call_output", "call_id": "c", "output": [
+            {"type": "input_text"}]}]}, "input[0].output[0].text"),
+        ({"model": "gpt-5.2", "input": [{"role": "user", "content": [
+            {"type": "input_text", "text": "x", "cache_control": True}]}]}, "input[0].content[0].cache_control"),
         ({"model": "gpt-5.2", "input": "hi", "routing": {"model": {"sort": "latency"}}}, "routing.model.sort"),
         ({"model": "gpt-5.2", "input": "hi", "routing": {"provider": {"interval": "soon"}}},
          "routing.provider.interval"),

@@ -196,6 +196,9 @@ def normalize_input(value: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
             if not isinstance(output, (str, list)):
                 raise _fail(f"{where}.output", f"Invalid type for '{where}.output': expected a string or a list of "
                             "content parts.", "invalid_type")
+            if isinstance(output, list):
+                for j, part in enumerate(output):
+                    _check_part(part, f"{where}.output[{j}]")
             if "is_error" in item and not isinstance(item["is_error"], bool):
                 raise _fail(f"{where}.is_error", f"Invalid type for '{where}.is_error': expected a boolean.",
                             "invalid_type")
@@ -234,6 +237,9 @@ def _normalize_message(item: dict[str, Any], where: str) -> dict[str, Any]:
 def _check_part(part: Any, where: str) -> None:
     if not isinstance(part, dict) or not isinstance(part.get("type"), str):
         raise _fail(f"{where}.type", f"Missing required parameter: '{where}.type'.", "missing_required_parameter")
+    if "cache_control" in part and not isinstance(part["cache_control"], dict):
+        raise _fail(f"{where}.cache_control", f"Invalid type for '{where}.cache_control': expected an object.",
+                    "invalid_type")
     kind = part["type"]
     field = _TEXT_PARTS.get(kind)
     if field is not None:
