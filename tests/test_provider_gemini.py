@@ -28,6 +28,7 @@ from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
 from sluice.canonical.reasoning import seal, unseal
+from sluice.providers.gemini_request import JSON_SCHEMA_NOTE
 from tests.conftest import MASTER_KEY, RunningGateway, start_gateway
 from tests.replay import Exchange, ReplayServer, all_recordings, fixtures_root, load
 
@@ -271,6 +272,10 @@ def summarize(contents: list[dict[str, Any]]) -> list[tuple[str, list[tuple[Any,
                 parts.append(("code", part["executableCode"]["code"], signature))
             elif "codeExecutionResult" in part:
                 parts.append(("result", part["codeExecutionResult"].get("output")))
+            elif "fileData" in part and parts and parts[-1][0] == "response":
+                # The Gemini API takes only inline data inside functionResponse.parts (Vertex also
+                # takes fileData there): Sluice sends a URL file as the part after the response.
+                parts[-1][2].append(part["fileData"].get("fileUri"))
             else:
                 parts.append((next(iter(part)),))
         if out and out[-1][0] == content["role"]:
@@ -649,8 +654,11 @@ def test_tool_loop_then_parse(gclient: openai.OpenAI, upstream: ReplayServer) ->
     call = turn1.output[0]
     assert call.type == "function_call" and call.name == "get_user_country"
     sent = upstream.requests[-1].json
-    assert sent["generationConfig"]["responseMimeType"] == "application/json"
-    assert sent["generationConfig"]["responseJsonSchema"]["properties"].keys() == {"city", "country"}
+    # Gemini 2.x refuses JSON mode together with function calling: the schema goes in the instructions.
+    assert "responseMimeType" not in sent.get("generationConfig", {})
+    note = sent["systemInstruction"]["parts"][-1]["text"]
+    assert note.startswith(JSON_SCHEMA_NOTE) and json.loads(note[len(JSON_SCHEMA_NOTE):])["properties"].keys() == {
+        "city", "country"}
 
     upstream.enqueue(load(ROOT / "gemini/pydantic-ai/test_google_native_output.yaml")[0])
     turn2 = gclient.responses.parse(
@@ -998,8 +1006,10 @@ def test_openapi_schema_mode(gclient: openai.OpenAI, upstream: ReplayServer) -> 
                        "tags": {"type": "array", "items": {"anyOf": [{"type": "string"}, {"type": "null"}]}}},
         "required": ["city"]}
     body = sent_for(gclient, upstream, model="gemini-openapi", input="hi",
-                    tools=[{"type": "function", "name": "f", "parameters": schema}],
-                    text={"format": {"type": "json_schema", "name": "out", "schema": schema}})
+                    tools=[{"type": "function", "name": "f", "parameters": schema}])
+    # A response schema is sent natively only without tools on Gemini 2.x (JSON mode + tools is refused).
+    body["generationConfig"] = sent_for(gclient, upstream, model="gemini-openapi", input="hi", text={
+        "format": {"type": "json_schema", "name": "out", "schema": schema}})["generationConfig"]
     expected = {"type": "OBJECT", "required": ["city"], "properties": {
         "city": {"type": "STRING", "description": "City"},
         "unit": {"type": "STRING", "enum": ["c", "f"]},

@@ -114,23 +114,42 @@ class GeminiAdapter(Adapter):
                 # Without alt=sse (a proxy that drops the query) Gemini streams one JSON array.
                 yield await self._json_array(resp, translator)
                 return
-            yield translator.start()
+            # response.created waits for the first candidate: an error chunk before it (a 200 stream
+            # whose first chunk is `{"error": ...}`) is raised as this route's failure, so the
+            # gateway can still try the next route.
+            started = False
+
+            def translate(blocks: list[tuple[str | None, bytes]]) -> list[Event]:
+                nonlocal started
+                batch: list[Event] = []
+                for _, data in blocks:
+                    events = translator.feed_bytes(data)
+                    if not started:
+                        if translator.error is not None:
+                            raise self._early_error(data)
+                        if not (events or translator.answered):
+                            continue  # usage / prompt feedback only: nothing to show yet
+                        started = True
+                        batch += translator.start()
+                    batch += events
+                    if translator.error is not None:
+                        break
+                return batch
+
             decoder = SSEDecoder()
             async for raw in resp.chunks():
-                batch: list[Event] = []
-                for _, data in decoder.feed(raw):
-                    batch += translator.feed_bytes(data)
+                batch = translate(decoder.feed(raw))
                 if batch:
                     yield batch
                 if translator.error is not None:
                     break
             else:
-                batch = []
-                for _, data in decoder.flush():
-                    batch += translator.feed_bytes(data)
+                batch = translate(decoder.flush())
                 if batch:
                     yield batch
             tail = translator.finish()
+            if tail and not started:
+                tail = translator.start() + tail  # e.g. a blocked prompt: no candidate, a refusal
             if tail:
                 yield tail
         except NetworkError as exc:
@@ -153,9 +172,18 @@ class GeminiAdapter(Adapter):
     # --- errors ------------------------------------------------------------------------------
 
     def _check_answer(self, data: Any) -> None:
-        """Raise the error a 200 answer carries instead of candidates."""
-        if isinstance(data, dict) and data.get("error") and not data.get("candidates"):
-            raise self.error_from_body(200, _encode(data))
+        """Raise the error a 200 answer carries instead of candidates (first in a JSON-array stream)."""
+        first = data[0] if isinstance(data, list) and data else data
+        if isinstance(first, dict) and first.get("error") and not first.get("candidates"):
+            raise self.error_from_body(200, _encode(first))
+
+    def _early_error(self, data: bytes) -> UpstreamError:
+        """A stream's error chunk (or unreadable chunk) before any candidate: this route failed."""
+        try:
+            _decode(data)
+        except msgspec.DecodeError:
+            return self.invalid_response()
+        return self.error_from_body(200, data)  # the status comes from the chunk's own error.code
 
     def error_from_body(self, status: int, body: bytes, retry_after: str | None = None) -> UpstreamError:
         """Google's `{"error": {code, message, status, details}}` -> an OpenAI-shaped error."""
@@ -167,7 +195,8 @@ class GeminiAdapter(Adapter):
             data = data[0]  # the non-SSE stream wraps errors in an array
         err = data.get("error") if isinstance(data, dict) else None
         if not isinstance(err, dict):
-            return super().error_from_body(status, body, retry_after)
+            # An error in a 200 body without Google's shape: a failed answer, not a success.
+            return super().error_from_body(status if status >= 400 else 502, body, retry_after)
         google_status = err.get("status") if isinstance(err.get("status"), str) else None
         if status < 400:  # an error inside a 200 body: its own code says the status
             code = err.get("code")

@@ -5,6 +5,11 @@ Input items become `contents` (user/model turns, consecutive same-role turns mer
 a `toolConfig`; sampling, structured output, logprobs and `reasoning.effort` become the
 `generationConfig`. `build_body` returns the body as a dict; the adapter encodes and sends it.
 
+Structured output with tools: Gemini 2.x refuses `responseMimeType: application/json` next to tools
+("Function calling with a response mime type: 'application/json' is unsupported"); only Gemini 3
+takes both. Before Gemini 3 a request with tools and `text.format` json_schema / json_object gets
+no JSON mode: a system instruction asks for one JSON object (matching the schema) instead.
+
 Thought signatures: Gemini hands back an opaque `thoughtSignature` on some parts (always on the
 first function call of a Gemini 3 step, which it requires back). `gemini_response` seals them into
 the `encrypted_content` of a reasoning item (`sluice1.gemini.…`, see `canonical/reasoning.py`) placed
@@ -40,6 +45,10 @@ _VERSION = re.compile(r"gemini-(\d+)(?:\.(\d+))?")
 # reasoning.effort -> thinkingBudget (Gemini 2.5) and thinkingLevel (Gemini 3+).
 _BUDGETS = {"none": 0, "minimal": 512, "low": 1024, "medium": 8192, "high": 24576, "xhigh": 32768}
 _LEVELS = {"none": "MINIMAL", "minimal": "MINIMAL", "low": "LOW", "medium": "MEDIUM", "high": "HIGH", "xhigh": "HIGH"}
+# JSON mode emulated (Gemini 2.x with tools): the instruction added to systemInstruction.
+JSON_OBJECT_NOTE = ("When you give your final answer (not a function call), respond with a single valid JSON "
+                    "object and nothing else: no Markdown code fence, no text before or after it.")
+JSON_SCHEMA_NOTE = JSON_OBJECT_NOTE + " The JSON object must match this JSON Schema:\n"
 
 
 def build_body(parsed: ParsedRequest, model: str, provider: str, options: dict[str, Any],
@@ -65,15 +74,22 @@ class _BodyBuilder:
         options = self.options
         contents, system = self.contents(parsed, model)
         body: dict[str, Any] = {"contents": contents}
-        if system:
-            body["systemInstruction"] = {"parts": system}
+        tools: list[dict[str, Any]] = []
+        tool_config = None
         if req.tools:
             tools, tool_config = self.tools(parsed)
-            if tools:
-                body["tools"] = tools
-            if tool_config:
-                body["toolConfig"] = tool_config
-        generation = self.generation_config(parsed, model)
+        # Gemini 2.x refuses JSON mode next to tools: there the format becomes an instruction.
+        json_mode = not tools or bool(self.options.get("json_mode_with_tools", _generation(model) >= 3))
+        note = None if json_mode else _json_note(req.text.format if req.text is not None else None)
+        if note:
+            system.append({"text": note})
+        if system:
+            body["systemInstruction"] = {"parts": system}
+        if tools:
+            body["tools"] = tools
+        if tool_config:
+            body["toolConfig"] = tool_config
+        generation = self.generation_config(parsed, model, json_mode)
         if generation:
             body["generationConfig"] = generation
         if options.get("safety_settings"):
@@ -170,7 +186,12 @@ class _BodyBuilder:
         return {"fileData": file_data}
 
     def function_response(self, item: dict[str, Any], name: str, index: int, nested: bool) -> list[dict[str, Any]]:
-        """A function_call_output -> a functionResponse part (plus media parts before Gemini 3)."""
+        """A function_call_output -> a functionResponse part, plus its media as sibling parts.
+
+        On Gemini 3 (`nested`) inline media goes inside the function response (`parts`); a
+        `FunctionResponsePart` holds `inlineData` only, so URLs / files (`fileData`) and any text
+        stay sibling parts of the user turn, as before Gemini 3.
+        """
         output = item["output"]
         media: list[dict[str, Any]] = []
         if isinstance(output, list):
@@ -197,9 +218,11 @@ class _BodyBuilder:
         if self.send_call_ids:
             function_response["id"] = item["call_id"]
         if media and nested:
-            # Gemini 3 takes images and files inside the function response itself.
-            function_response["parts"] = media
-            media = []
+            # Gemini 3 takes inline images and files inside the function response itself.
+            inline = [part for part in media if set(part) == {"inlineData"}]
+            if inline:
+                function_response["parts"] = inline
+                media = [part for part in media if set(part) != {"inlineData"}]
         return [{"functionResponse": function_response}, *media]
 
     def tools(self, parsed: ParsedRequest) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
@@ -246,7 +269,7 @@ class _BodyBuilder:
         tools = ([{"functionDeclarations": declarations}] if declarations else []) + list(hosted.values())
         return tools, ({"functionCallingConfig": config} if config else None)
 
-    def generation_config(self, parsed: ParsedRequest, model: str) -> dict[str, Any]:
+    def generation_config(self, parsed: ParsedRequest, model: str, json_mode: bool = True) -> dict[str, Any]:
         req = parsed.req
         config: dict[str, Any] = {}
         if req.max_output_tokens is not None:
@@ -259,7 +282,7 @@ class _BodyBuilder:
             config["frequencyPenalty"] = req.frequency_penalty
         if req.presence_penalty is not None:
             config["presencePenalty"] = req.presence_penalty
-        fmt = req.text.format if req.text is not None else None
+        fmt = req.text.format if req.text is not None and json_mode else None
         if fmt and fmt.get("type") == "json_schema":
             config["responseMimeType"] = "application/json"
             if self.openapi_schemas:
@@ -422,6 +445,18 @@ def _arguments(arguments: str, where: str) -> dict[str, Any]:
         raise InvalidRequest(f"Invalid '{where}.arguments': Gemini needs the arguments as a JSON object.",
                              param=f"{where}.arguments", code="invalid_value")
     return value
+
+
+def _json_note(fmt: dict[str, Any] | None) -> str | None:
+    """The instruction that stands in for JSON mode (json_schema: with the schema)."""
+    if not fmt:
+        return None
+    if fmt.get("type") == "json_schema":
+        schema = msgspec.json.encode(fmt["schema"]).decode()
+        return JSON_SCHEMA_NOTE + schema
+    if fmt.get("type") == "json_object":
+        return JSON_OBJECT_NOTE
+    return None
 
 
 def _generation(model: str) -> int:
