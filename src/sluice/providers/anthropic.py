@@ -32,12 +32,15 @@ API_VERSION = "2023-06-01"
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
 
-# stop_reason -> incomplete_details.reason (None: completed)
-_INCOMPLETE = {
+# stop_reason -> incomplete_details.reason (absent: completed)
+_INCOMPLETE: dict[str, str | None] = {
     "max_tokens": "max_output_tokens",
     "model_context_window_exceeded": "max_output_tokens",
-    # A long server-tool turn was paused; the Responses API's closest reason is an iteration cap.
-    "pause_turn": "max_messages",
+    # A long server-tool turn was paused (the client resends it to go on). None of the reasons the
+    # Responses API names fits (max_output_tokens would be false; max_messages is missing from the
+    # openai SDK's IncompleteDetails.reason before recent releases, e.g. 1.99 has only
+    # max_output_tokens | content_filter), so the response is incomplete with `reason: null`.
+    "pause_turn": None,
 }
 _REFUSAL = "The model declined to respond."
 # Anthropic error type -> (client status, OpenAI-style error type, code).
@@ -410,12 +413,12 @@ class MessageTranslator:
             # A refusal is the model's answer: a refusal part, status completed (as OpenAI does).
             details = self.stop_details or {}
             events += builder.refusal(details.get("explanation") or _REFUSAL)
-        incomplete = _INCOMPLETE.get(self.stop_reason)
-        events += builder.finish(incomplete=incomplete is not None)
+        incomplete = self.stop_reason in _INCOMPLETE
+        events += builder.finish(incomplete=incomplete)
         result: dict[str, Any] = {"status": "incomplete" if incomplete else "completed", "output": builder.output,
                                   "usage": self.canonical_usage()}
         if incomplete:
-            result["incomplete_details"] = {"reason": incomplete}
+            result["incomplete_details"] = {"reason": _INCOMPLETE[self.stop_reason]}
         events.append({"type": "response.incomplete" if incomplete else "response.completed", "response": result})
         return events
 

@@ -40,6 +40,9 @@ _TOOL_ID_BAD = re.compile(r"[^a-zA-Z0-9_-]")
 # Opening user turn when the conversation starts with the assistant (Anthropic requires a user turn).
 _PLACEHOLDER_USER = "(continue)"
 _JSON_OBJECT_NOTE = "Respond with a single valid JSON object and nothing else."
+# Declaration of a tool the history used but the request does not send (Anthropic requires tools
+# whenever tool_use / tool_result blocks are present); tool_choice none keeps the model off it.
+_PAST_TOOL_NOTE = "A tool used earlier in this conversation; it is not available now."
 # Items Sluice itself returns for Anthropic server tools; their state cannot be replayed, so they are dropped.
 _DROPPED_ITEMS = frozenset({"web_search_call", "mcp_call"})
 SUPPORTED_ITEMS = frozenset({"message", "function_call", "function_call_output", "reasoning"}) | _DROPPED_ITEMS
@@ -77,6 +80,10 @@ def build_body(parsed: ParsedRequest, model: str, stream: bool, options: dict[st
     body: dict[str, Any] = {"model": model}
     tools, tool_choice = _tools(parsed, marks, options, plan)
     system, messages = _conversation(parsed, marks)
+    if not tools:
+        past = _past_tools(messages)
+        if past:
+            tools, tool_choice = past, {"type": "none"}
     fmt = req.text.format if req.text is not None else None
     if fmt and fmt.get("type") == "json_object":
         # Anthropic has no JSON mode; an instruction is the closest it gets.
@@ -135,8 +142,7 @@ def _conversation(parsed: ParsedRequest, marks: _Marks) -> tuple[list[dict[str, 
             role = item["role"]
             if role in ("system", "developer"):
                 # Anthropic has one system prompt: system/developer messages join it, in order.
-                blocks = [{"type": "text", "text": p["text"]} for p in item["content"]
-                          if p.get("type") in ("input_text", "output_text") and p.get("text")]
+                blocks = _system_blocks(item["content"])
                 system.extend(blocks)
                 marks.system(blocks, item.get("cache_control"))
             else:
@@ -158,6 +164,18 @@ def _conversation(parsed: ParsedRequest, marks: _Marks) -> tuple[list[dict[str, 
                 turns.add("assistant", [block])
         # web_search_call / mcp_call: Anthropic's server-tool state cannot be rebuilt; the text stays.
     return system, turns.messages()
+
+
+def _system_blocks(parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A system/developer message's text parts as system text blocks (part-level cache_control kept)."""
+    blocks: list[dict[str, Any]] = []
+    for part in parts:
+        if part.get("type") in ("input_text", "output_text") and part.get("text"):
+            block: dict[str, Any] = {"type": "text", "text": part["text"]}
+            if part.get("cache_control"):
+                block["cache_control"] = _cache(part["cache_control"])
+            blocks.append(block)
+    return blocks
 
 
 class _Turns:
@@ -349,6 +367,18 @@ def _tools(parsed: ParsedRequest, marks: _Marks, options: dict[str, Any],
     return tools, tool_choice
 
 
+def _past_tools(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Declarations for the tools named in the history's tool_use blocks, in order of first use.
+
+    Anthropic rejects tool_use / tool_result blocks in a request that defines no tools; when the
+    client sent none (or allowed_tools filtered them all out) these stand in, with tool_choice none.
+    """
+    names = dict.fromkeys(block["name"] for message in messages for block in message["content"]
+                          if block["type"] == "tool_use")
+    return [{"name": name, "description": _PAST_TOOL_NOTE, "input_schema": {"type": "object", "properties": {}}}
+            for name in names]
+
+
 def _web_search_tool(tool: dict[str, Any], max_uses: int | None) -> dict[str, Any]:
     converted: dict[str, Any] = {"type": "web_search_20250305", "name": "web_search"}
     domains = (tool.get("filters") or {}).get("allowed_domains")
@@ -491,7 +521,14 @@ class _Marks:
         # A message's (or item's) cache_control marks its last block: the end of the cached prefix.
         if cache and blocks:
             blocks[-1]["cache_control"] = _cache(cache)
-        into.extend(block for block in blocks if "cache_control" in block)
+        for block in blocks:
+            # Parts of a tool_result carry their own breakpoints; they count toward the limit too
+            # and come before the tool_result block's own in prompt order.
+            nested = block.get("content") if block["type"] == "tool_result" else None
+            if isinstance(nested, list):
+                into.extend(part for part in nested if "cache_control" in part)
+            if "cache_control" in block:
+                into.append(block)
 
     def enforce(self, top_level: dict[str, Any] | None) -> None:
         """Keep Anthropic's limits: at most 4 breakpoints, and no 1h breakpoint after a 5m one.

@@ -58,6 +58,9 @@ _ADAPTIVE_EFFORT = {"minimal": "low", "low": "low", "medium": "medium", "high": 
 # Cross-region inference profile prefixes in front of the vendor (`us.anthropic.claude-...`).
 MAX_CACHE_POINTS = 4  # Bedrock (Claude, Nova) rejects a request with more cache checkpoints
 JSON_OBJECT_NOTE = "Respond with a single valid JSON object and nothing else."
+# Declaration of a tool the history used but the request does not send (Bedrock requires a
+# toolConfig whenever toolUse / toolResult blocks are present).
+_PAST_TOOL_NOTE = "A tool used earlier in this conversation; it is not available now."
 _REGION_PREFIXES = frozenset({"us", "eu", "apac", "us-gov", "global", "jp", "au", "ca"})
 _TOOL_ID = re.compile(r"[a-zA-Z0-9_.:-]+")
 _TOOL_ID_BAD = re.compile(r"[^a-zA-Z0-9_.:-]")
@@ -426,6 +429,13 @@ def _has_tool_blocks(messages: list[dict[str, Any]]) -> bool:
     return any("toolUse" in block or "toolResult" in block for m in messages for block in m["content"])
 
 
+def _past_tools(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """toolSpecs for the tools named in the history's toolUse blocks, in order of first use."""
+    names = dict.fromkeys(block["toolUse"]["name"] for m in messages for block in m["content"] if "toolUse" in block)
+    return [{"toolSpec": {"name": name, "description": _PAST_TOOL_NOTE,
+                          "inputSchema": {"json": {"type": "object", "properties": {}}}}} for name in names]
+
+
 def _tools(parsed: ParsedRequest, out: _Builder, body: dict[str, Any], options: dict[str, Any], plan: Plan,
            claude: bool) -> bool:
     """Set `toolConfig` (and `outputConfig`); True when the client forces a tool call.
@@ -486,6 +496,13 @@ def _tools(parsed: ParsedRequest, out: _Builder, body: dict[str, Any], options: 
             if fmt.get("description"):
                 schema["description"] = fmt["description"]
             body["outputConfig"] = {"textFormat": {"type": "json_schema", "structure": {"jsonSchema": schema}}}
+    if not any("toolSpec" in tool for tool in tools) and _has_tool_blocks(out.messages):
+        # No tools to send (none given, tool_choice none, or allowed_tools filtered them all out),
+        # but Bedrock only accepts toolUse / toolResult history with a toolConfig: declare the tools
+        # the history used, without a toolChoice (Converse has no "none"; as for tool_choice none).
+        tools = _past_tools(out.messages)
+        converse_choice = None
+        client_forced = False
     if tools:
         config: dict[str, Any] = {"tools": tools}
         if converse_choice is not None:
@@ -519,25 +536,26 @@ def _reasoning(parsed: ParsedRequest, model: str, family: str, options: dict[str
         # without its signed thinking block (the client did not round-trip encrypted_content).
         if client_forced or _last_tool_turn_lacks_thinking(messages):
             return
-        tool_config = body.get("toolConfig")
-        if tool_config is not None and "auto" not in tool_config.get("toolChoice", {"auto": {}}):
-            tool_config["toolChoice"] = {"auto": {}}  # the structured-output tool: asked for, not forced
         if style == "adaptive":
             extra["thinking"] = {"type": "adaptive"}
             body.setdefault("outputConfig", {})["effort"] = _ADAPTIVE_EFFORT[effort]
-            return
-        budget = THINKING_BUDGETS[effort]
-        budgets = options.get("thinking_budgets")
-        if isinstance(budgets, dict) and budgets.get(effort):
-            budget = int(budgets[effort])
-        max_tokens = inference.get("maxTokens")
-        if max_tokens is None:
-            inference["maxTokens"] = budget + THINKING_ANSWER_TOKENS
-        elif max_tokens <= budget:
-            if max_tokens <= _MIN_THINKING_BUDGET:
-                return  # no room for Claude's minimum thinking budget: answer without thinking
-            budget = max(_MIN_THINKING_BUDGET, max_tokens // 2)
-        extra["thinking"] = {"type": "enabled", "budget_tokens": budget}
+        else:
+            budget = THINKING_BUDGETS[effort]
+            budgets = options.get("thinking_budgets")
+            if isinstance(budgets, dict) and budgets.get(effort):
+                budget = int(budgets[effort])
+            max_tokens = inference.get("maxTokens")
+            if max_tokens is None:
+                inference["maxTokens"] = budget + THINKING_ANSWER_TOKENS
+            elif max_tokens <= budget:
+                if max_tokens <= _MIN_THINKING_BUDGET:
+                    return  # no room for Claude's minimum thinking budget: answer without thinking
+                budget = max(_MIN_THINKING_BUDGET, max_tokens // 2)
+            extra["thinking"] = {"type": "enabled", "budget_tokens": budget}
+        # Thinking is on: the structured-output tool can only be asked for, not forced.
+        tool_config = body.get("toolConfig")
+        if tool_config is not None and "auto" not in tool_config.get("toolChoice", {"auto": {}}):
+            tool_config["toolChoice"] = {"auto": {}}
 
 
 def _last_tool_turn_lacks_thinking(messages: list[dict[str, Any]]) -> bool:

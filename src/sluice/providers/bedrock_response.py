@@ -77,7 +77,7 @@ class _Block:
 
     def __init__(self, kind: str) -> None:
         self.kind = kind  # text | tool | json | reasoning
-        self.text: list[str] = []
+        self.text: list[str] = []  # reasoning text; a tool call's input pieces
         self.signature: str | None = None
         self.redacted: list[str] = []  # base64 pieces of a blob
 
@@ -129,6 +129,7 @@ class ConverseTranslator:
             piece = delta["toolUse"].get("input") or ""
             if block.kind == "json":
                 return builder.text(piece) if piece else []
+            block.text.append(piece)
             return builder.tool_call_arguments(index, piece)
         reasoning = delta.get("reasoningContent")
         if reasoning is not None:
@@ -175,7 +176,10 @@ class ConverseTranslator:
         if block is None:
             return []
         if block.kind == "tool":
-            return self.builder.end_tool_call(index)
+            # A call without arguments streams no input (or only ""): its arguments are "{}", as
+            # a whole answer's `input: {}` gives.
+            events = [] if "".join(block.text).strip() else self.builder.tool_call_arguments(index, "{}")
+            return events + self.builder.end_tool_call(index)
         if block.kind == "reasoning":
             return self._end_reasoning(block)
         return []

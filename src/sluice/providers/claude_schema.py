@@ -26,7 +26,8 @@ def strict_schema(schema: Any) -> Any:
     time, date, duration, email, hostname, uri, ipv4, ipv6, uuid; `anyOf` and `allOf` (`oneOf`
     becomes `anyOf`); local `$ref` with `$defs` / `definitions` (a schema holding `$ref` keeps only
     it and its definitions). Every object gets `additionalProperties: false`, the only value Claude
-    accepts, replacing whatever the client gave.
+    accepts, replacing whatever the client gave. A type list with one non-null member (a nullable
+    value such as `["array", "null"]`) is treated as that member's kind; the list itself is kept.
 
     Dropped: `default` and `strict`. Everything else Claude rejects or enforces only partly
     (`minimum`/`maximum`/`exclusiveMinimum`/`exclusiveMaximum`/`multipleOf`, `minLength`/
@@ -52,7 +53,7 @@ def strict_schema(schema: Any) -> Any:
     for key in ("type", "enum", "const", "description", "title"):
         if key in rest:
             out[key] = rest.pop(key)
-    kind = out.get("type")
+    kind = _kind(out.get("type"))
     if kind == "object" or "properties" in rest:
         out["properties"] = {name: strict_schema(sub) for name, sub in (rest.pop("properties", None) or {}).items()}
         if "required" in rest:
@@ -72,3 +73,11 @@ def strict_schema(schema: Any) -> Any:
         note = "{" + ", ".join(f"{key}: {_encode(value).decode()}" for key, value in rest.items()) + "}"
         out["description"] = f"{out['description']}\n\n{note}" if out.get("description") else note
     return out
+
+
+def _kind(value: Any) -> Any:
+    """The kind a `type` stands for: a list's one non-null member (`["array", "null"]` -> "array")."""
+    if isinstance(value, list):
+        kinds = [kind for kind in value if kind != "null"]
+        return kinds[0] if len(kinds) == 1 else None
+    return value
