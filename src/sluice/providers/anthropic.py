@@ -24,8 +24,7 @@ from sluice.config import ProviderConfig
 from sluice.errors import InvalidRequest, UpstreamError
 from sluice.providers.anthropic_request import HOSTED_WEB_SEARCH, PROTOCOL, SUPPORTED_ITEMS, Plan, build_body
 from sluice.providers.base import Adapter, Event, unsupported
-from sluice.providers.sse import SSEDecoder
-from sluice.providers.transport import NetworkError, UpstreamClient
+from sluice.providers.transport import UpstreamClient
 
 API_VERSION = "2023-06-01"
 
@@ -139,23 +138,12 @@ class AnthropicAdapter(Adapter):
                         break
                 return batch
 
-            decoder = SSEDecoder()
-            async for chunk in resp.chunks():
-                batch = translate(decoder.feed(chunk))
-                if batch:
-                    yield batch
-                if translator.done:
-                    break
-            else:
-                batch = translate(decoder.flush())
-                if batch:
-                    yield batch
+            async for batch in self.sse_batches(resp, translate, lambda: translator.done):
+                yield batch
             if started:
                 tail = translator.finish()
                 if tail:
                     yield tail
-        except NetworkError as exc:
-            raise self.transport_error(exc) from None
         finally:
             await resp.aclose()
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import msgspec
@@ -11,6 +11,7 @@ import msgspec
 from sluice.canonical.request import ParsedRequest
 from sluice.config import ProviderConfig
 from sluice.errors import GatewayError, InvalidRequest, UpstreamError, status_error_type
+from sluice.providers.sse import SSEDecoder
 from sluice.providers.transport import NetworkError, UpstreamClient, UpstreamResponse, describe_network_error
 
 Event = dict[str, Any]
@@ -80,6 +81,32 @@ class Adapter:
             finally:
                 await resp.aclose()
         return resp
+
+    async def sse_batches(
+        self,
+        resp: UpstreamResponse,
+        translate: Callable[[list[tuple[str | None, bytes]]], list[Event]],
+        finished: Callable[[], bool] = lambda: False,
+    ) -> AsyncIterator[list[Event]]:
+        """An SSE body as batches of Responses events, one per read.
+
+        `translate` turns the `(event, data)` blocks of one read into events; `finished` stops
+        reading early (after `[DONE]`, `message_stop`, an error chunk). A broken connection
+        raises `UpstreamError`.
+        """
+        decoder = SSEDecoder()
+        try:
+            async for chunk in resp.chunks():
+                batch = translate(decoder.feed(chunk))
+                if batch:
+                    yield batch
+                if finished():
+                    return
+            batch = translate(decoder.flush())
+            if batch:
+                yield batch
+        except NetworkError as exc:
+            raise self.transport_error(exc) from None
 
     def invalid_response(self) -> UpstreamError:
         """The upstream accepted the request but its answer is not JSON."""

@@ -22,7 +22,6 @@ from sluice.errors import UpstreamError, status_error_type
 from sluice.providers.base import RETRYABLE, Adapter, Event, unsupported
 from sluice.providers.gemini_request import build_body
 from sluice.providers.gemini_response import GeminiTranslator
-from sluice.providers.sse import SSEDecoder
 from sluice.providers.transport import NetworkError, UpstreamClient, UpstreamResponse
 
 __all__ = ["GeminiAdapter", "GeminiTranslator"]  # the translator is re-exported for callers of this module
@@ -136,17 +135,8 @@ class GeminiAdapter(Adapter):
                         break
                 return batch
 
-            decoder = SSEDecoder()
-            async for raw in resp.chunks():
-                batch = translate(decoder.feed(raw))
-                if batch:
-                    yield batch
-                if translator.error is not None:
-                    break
-            else:
-                batch = translate(decoder.flush())
-                if batch:
-                    yield batch
+            async for batch in self.sse_batches(resp, translate, lambda: translator.error is not None):
+                yield batch
             tail = translator.finish()
             if tail and not started:
                 tail = translator.start() + tail  # e.g. a blocked prompt: no candidate, a refusal

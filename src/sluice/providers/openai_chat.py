@@ -17,8 +17,7 @@ from sluice.canonical.request import ParsedRequest
 from sluice.canonical.stream import ResponseEventBuilder
 from sluice.config import ProviderConfig
 from sluice.providers.base import Adapter, Event, unsupported
-from sluice.providers.sse import SSEDecoder
-from sluice.providers.transport import NetworkError, UpstreamClient
+from sluice.providers.transport import UpstreamClient
 
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
@@ -107,26 +106,24 @@ class OpenAIChatAdapter(Adapter):
 
     async def stream(self, parsed: ParsedRequest, model: str) -> AsyncIterator[list[Event]]:
         resp = await self.post_stream(self._url, _encode(self.body(parsed, model, True)), self._headers)
-        try:
-            translator = ChunkTranslator()
-            yield translator.start()
-            decoder = SSEDecoder()
-            async for chunk in resp.chunks():
-                batch: list[Event] = []
-                for _, data in decoder.feed(chunk):
-                    if data == b"[DONE]":
-                        translator.done = True
-                        break
-                    batch += translator.feed(_decode(data))
-                if batch:
-                    yield batch
-                if translator.done:
+        translator = ChunkTranslator()
+
+        def translate(blocks: list[tuple[str | None, bytes]]) -> list[Event]:
+            batch: list[Event] = []
+            for _, data in blocks:
+                if data == b"[DONE]":
+                    translator.done = True
                     break
+                batch += translator.feed(_decode(data))
+            return batch
+
+        try:
+            yield translator.start()
+            async for batch in self.sse_batches(resp, translate, lambda: translator.done):
+                yield batch
             tail = translator.finish()
             if tail:
                 yield tail
-        except NetworkError as exc:
-            raise self.transport_error(exc) from None
         finally:
             await resp.aclose()
 

@@ -16,8 +16,7 @@ from sluice.canonical.reasoning import is_sealed
 from sluice.canonical.request import ParsedRequest
 from sluice.config import ProviderConfig
 from sluice.providers.base import Adapter, Event
-from sluice.providers.sse import SSEDecoder
-from sluice.providers.transport import NetworkError, UpstreamClient
+from sluice.providers.transport import UpstreamClient
 
 # Sluice's own request fields, and those the endpoint reference says are accepted but ignored.
 _NOT_FORWARDED = frozenset({
@@ -68,18 +67,15 @@ class OpenAIResponsesAdapter(Adapter):
 
     async def stream(self, parsed: ParsedRequest, model: str) -> AsyncIterator[list[Event]]:
         resp = await self.post_stream(self._url, self.body(parsed, model, True), self._headers)
+        ids = _StableIds()
+
+        def translate(blocks: list[tuple[str | None, bytes]]) -> list[Event]:
+            # Some Responses-compatible servers end like chat streams, with [DONE].
+            return [_event(name, data, ids) for name, data in blocks if data != b"[DONE]"]
+
         try:
-            ids = _StableIds()
-            decoder = SSEDecoder()
-            async for chunk in resp.chunks():
-                batch = [_event(name, data, ids) for name, data in decoder.feed(chunk) if data != b"[DONE]"]
-                if batch:
-                    yield batch
-            tail = [_event(name, data, ids) for name, data in decoder.flush() if data != b"[DONE]"]
-            if tail:
-                yield tail
-        except NetworkError as exc:
-            raise self.transport_error(exc) from None
+            async for batch in self.sse_batches(resp, translate):
+                yield batch
         finally:
             await resp.aclose()
 

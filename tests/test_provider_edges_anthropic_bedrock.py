@@ -1,4 +1,4 @@
-"""Review fixes in the Anthropic and Bedrock adapters, one group of tests per finding.
+"""Edge cases of the Anthropic and Bedrock adapters, one group of tests per case:
 
 1. tool history (function_call / function_call_output) in a request that sends no tools;
 2. Anthropic cache breakpoints inside tool_result content count toward the limit of 4;

@@ -1,4 +1,4 @@
-"""Review fixes in the Gemini adapter, each with the request or stream that showed the defect.
+"""Edge cases of the Gemini adapter, each with the request or stream that shows it.
 
 1. Gemini 2.x refuses `responseMimeType: application/json` next to tools (what the OpenAI Agents
    SDK sends for an agent with an output_type and tools): JSON mode is emulated there.
