@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -89,7 +90,9 @@ class RunningGateway:
         self.app = app
 
 
-def start_gateway(config_text: str) -> tuple[uvicorn.Server, threading.Thread, RunningGateway]:
+@contextlib.contextmanager
+def running_gateway(config_text: str) -> Iterator[RunningGateway]:
+    """A gateway with this config, serving on a free loopback port until the block ends."""
     app = SluiceApp(parse_config(config_text))
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
@@ -101,17 +104,19 @@ def start_gateway(config_text: str) -> tuple[uvicorn.Server, threading.Thread, R
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("gateway did not start")
         time.sleep(0.01)
-    return server, thread, RunningGateway(f"http://127.0.0.1:{port}", app)
+    try:
+        yield RunningGateway(f"http://127.0.0.1:{port}", app)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 @pytest.fixture(scope="session")
 def gateway(upstream: ReplayServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
     db = Path(tmp_path_factory.mktemp("db")) / "sluice.db"
     text = CONFIG.format(db=db, master=MASTER_KEY, upstream=upstream.url, dead_port=_free_port())
-    server, thread, running = start_gateway(text)
-    yield running
-    server.should_exit = True
-    thread.join(timeout=10)
+    with running_gateway(text) as running:
+        yield running
 
 
 @pytest.fixture(autouse=True)

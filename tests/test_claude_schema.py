@@ -23,7 +23,7 @@ from sluice.canonical.request import parse_request
 from sluice.providers import anthropic_request
 from sluice.providers.bedrock_request import build_body
 from sluice.providers.claude_schema import strict_schema
-from tests.conftest import MASTER_KEY, start_gateway
+from tests.conftest import MASTER_KEY, running_gateway
 from tests.replay.recordings import fixtures_root, load
 from tests.replay.server import ReplayServer
 
@@ -175,10 +175,8 @@ def test_bedrock_other_models_get_the_schema_unchanged(model: str) -> None:
 def gw(upstream: ReplayServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     db = Path(tmp_path_factory.mktemp("claude-schema-db")) / "sluice.db"
     text = CONFIG.format(db=db, master=MASTER_KEY, upstream=upstream.url, claude45=CLAUDE_45)
-    server, thread, running = start_gateway(text)
-    yield running
-    server.should_exit = True
-    thread.join(timeout=10)
+    with running_gateway(text) as running:
+        yield running
 
 
 def test_gateway_sends_narrowed_schema_to_bedrock_claude(gw: Any, upstream: ReplayServer) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.conftest import MASTER_KEY, RunningGateway, start_gateway
+from tests.conftest import MASTER_KEY, RunningGateway, running_gateway
 from tests.replay.recordings import fixtures_root, load
 from tests.replay.server import ReplayServer
 
@@ -42,10 +42,8 @@ models:
   gpt: {{routes: [{{provider: openai, model: gpt-5.2}}]}}
   chat: {{routes: [{{provider: chat, model: gpt-4o}}]}}
 """
-    server, thread, running = start_gateway(config)
-    yield running
-    server.should_exit = True
-    thread.join(timeout=10)
+    with running_gateway(config) as running:
+        yield running
 
 
 def test_tool_loop_moves_across_providers(gw: RunningGateway, upstream: ReplayServer) -> None:

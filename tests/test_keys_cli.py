@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import openai
 
-from tests.conftest import start_gateway
+from tests.conftest import running_gateway
 from tests.replay.recordings import fixtures_root, load
 from tests.replay.server import ReplayServer
 
@@ -46,32 +46,24 @@ models:
     stored = sqlite3.connect(db).execute("select key_hash, prefix from api_keys").fetchall()
     assert all(key not in row[0] and len(row[0]) == 64 for row in stored)
 
-    server, thread, gw = start_gateway(config_text)
-    try:
+    with running_gateway(config_text) as gw:
         upstream.enqueue(load(fixtures_root() / "openai-chat/vercel-ai/openai-text.json")[0])
         client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key=key, max_retries=0)
         assert client.responses.create(model="m", input="hi").status == "completed"
         # Keys exist, so an unauthenticated or wrong request is refused.
         assert httpx.post(f"{gw.url}/v1/responses", json={"model": "m", "input": "x"}).status_code == 401
         assert httpx.get(f"{gw.url}/v1/models", headers={"authorization": "Bearer sk-sluice-nope"}).status_code == 401
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
     revoked = sluice(config, "keys", "revoke", "team-a")
     assert revoked.returncode == 0
     assert sluice(config, "keys", "revoke", "team-a").returncode == 1
     assert "revoked" in sluice(config, "keys", "list").stdout
 
-    server, thread, gw = start_gateway(config_text)
-    try:
+    with running_gateway(config_text) as gw:
         resp = httpx.get(f"{gw.url}/v1/models", headers={"authorization": f"Bearer {key}"})
         assert resp.status_code == 401 and resp.json()["error"]["code"] == "invalid_api_key"
         resp = httpx.get(f"{gw.url}/v1/models", headers={"authorization": f"Bearer {other}"})
         assert resp.status_code == 200
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from openai.types.responses import Response, ResponseStreamEvent
 
 from sluice.canonical.reasoning import seal, unseal
 from tests.anthropic_spec import problems
-from tests.conftest import MASTER_KEY, RunningGateway, start_gateway
+from tests.conftest import MASTER_KEY, RunningGateway, running_gateway
 from tests.replay import Exchange, ReplayServer, all_recordings, fixtures_root, load
 
 ROOT = fixtures_root()
@@ -79,10 +79,8 @@ _EVENT = pydantic.TypeAdapter(ResponseStreamEvent)
 def gw(upstream: ReplayServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
     db = Path(tmp_path_factory.mktemp("anthropic-db")) / "sluice.db"
     text = CONFIG.format(db=db, master=MASTER_KEY, upstream=upstream.url, caps=CAPS)
-    server, thread, running = start_gateway(text)
-    yield running
-    server.should_exit = True
-    thread.join(timeout=10)
+    with running_gateway(text) as running:
+        yield running
 
 
 @pytest.fixture

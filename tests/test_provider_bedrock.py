@@ -39,7 +39,7 @@ from sluice.providers.bedrock import BedrockAdapter
 from sluice.providers.bedrock_request import THINKING_ANSWER_TOKENS, THINKING_BUDGETS, build_body, model_family
 from sluice.providers.bedrock_response import ConverseTranslator, usage
 from tests import bedrock_make_recordings as made
-from tests.conftest import MASTER_KEY, _free_port, start_gateway
+from tests.conftest import MASTER_KEY, _free_port, running_gateway
 from tests.replay.recordings import Exchange, all_recordings, fixtures_root, load
 from tests.replay.server import ReceivedRequest, ReplayServer
 from tests.sse import assert_well_formed, read_events
@@ -158,10 +158,8 @@ def gw(upstream: ReplayServer, tmp_path_factory: pytest.TempPathFactory) -> Iter
     db = Path(tmp_path_factory.mktemp("bedrock-db")) / "sluice.db"
     text = CONFIG.format(db=db, master=MASTER_KEY, upstream=upstream.url, dead_port=_free_port(), caps=CAPS,
                          claude45=CLAUDE_45, claude_price=_flow(CLAUDE_PRICE), nova_price=_flow(NOVA_PRICE))
-    server, thread, running = start_gateway(text)
-    yield running
-    server.should_exit = True
-    thread.join(timeout=10)
+    with running_gateway(text) as running:
+        yield running
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from sluice.providers.bedrock_request import build_body as bedrock_build_body
 from sluice.providers.bedrock_response import ConverseTranslator
 from sluice.providers.claude_schema import strict_schema
 from tests import bedrock_make_recordings as made
-from tests.conftest import MASTER_KEY, RunningGateway, start_gateway
+from tests.conftest import MASTER_KEY, RunningGateway, running_gateway
 from tests.replay import Exchange, ReplayServer
 from tests.test_provider_anthropic import create as anthropic_create
 from tests.test_provider_anthropic import json_exchange as anthropic_json
@@ -96,10 +96,8 @@ NONE_ALLOWED = {"type": "allowed_tools", "mode": "required", "tools": [{"type": 
 def gw(upstream: ReplayServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
     db = Path(tmp_path_factory.mktemp("review-fixes-db")) / "sluice.db"
     text = CONFIG.format(db=db, master=MASTER_KEY, upstream=upstream.url, caps=CAPS, claude45=CLAUDE_45)
-    server, thread, running = start_gateway(text)
-    yield running
-    server.should_exit = True
-    thread.join(timeout=10)
+    with running_gateway(text) as running:
+        yield running
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ import pytest
 
 from sluice.canonical.request import parse_request
 from sluice.providers.gemini_request import JSON_OBJECT_NOTE, JSON_SCHEMA_NOTE, build_body
-from tests.conftest import MASTER_KEY, RunningGateway, start_gateway
+from tests.conftest import MASTER_KEY, RunningGateway, running_gateway
 from tests.replay import Exchange, ReplayServer, load
 from tests.test_provider_gemini import (
     DUMMY,
@@ -42,10 +42,8 @@ SPEC = Path("/work/shared/fixtures/specs/gemini/openapi.json")
 @pytest.fixture(scope="module")
 def gateway(upstream: ReplayServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
     db = Path(tmp_path_factory.mktemp("gemini-review-db")) / "sluice.db"
-    server, thread, running = start_gateway(_config(upstream.url, db))
-    yield running
-    server.should_exit = True
-    thread.join(timeout=10)
+    with running_gateway(_config(upstream.url, db)) as running:
+        yield running
 
 
 @pytest.fixture

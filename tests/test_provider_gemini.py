@@ -29,7 +29,7 @@ from pydantic import TypeAdapter
 
 from sluice.canonical.reasoning import seal, unseal
 from sluice.providers.gemini_request import JSON_SCHEMA_NOTE
-from tests.conftest import MASTER_KEY, RunningGateway, start_gateway
+from tests.conftest import MASTER_KEY, RunningGateway, running_gateway
 from tests.replay import Exchange, ReplayServer, all_recordings, fixtures_root, load
 
 ROOT = fixtures_root()
@@ -72,10 +72,8 @@ def _config(upstream: str, db: Path) -> str:
 @pytest.fixture(scope="module")
 def gw(upstream: ReplayServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
     db = Path(tmp_path_factory.mktemp("gemini-db")) / "sluice.db"
-    server, thread, running = start_gateway(_config(upstream.url, db))
-    yield running
-    server.should_exit = True
-    thread.join(timeout=10)
+    with running_gateway(_config(upstream.url, db)) as running:
+        yield running
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ import openai
 import pytest
 import yaml
 
-from tests.conftest import MASTER_KEY, start_gateway
+from tests.conftest import MASTER_KEY, running_gateway
 from tests.openai_replay_helpers import (
     ROOT,
     check_stream,
@@ -793,9 +793,8 @@ def test_mistral_style_provider_sends_no_stream_options(upstream: Any, tmp_path:
     """Mistral answers 422 to `stream_options`; `options.stream_options: false` leaves it out and
     `max_tokens_param: max_tokens` renames the limit. The recorded Magistral stream still gives
     its usage (Mistral sends it unasked)."""
-    server, thread, running = start_gateway(MISTRAL_CONFIG.format(db=tmp_path / "m.db", master=MASTER_KEY,
-                                                                  upstream=upstream.url))
-    try:
+    config = MISTRAL_CONFIG.format(db=tmp_path / "m.db", master=MASTER_KEY, upstream=upstream.url)
+    with running_gateway(config) as running:
         rel = Path("mistral/pydantic-ai/test_mistral_model_thinking_part_iter.yaml")
         upstream.enqueue(exchanges(rel)[0])
         _, events, _ = raw_stream(running.url, {"model": "magistral", "input": "How do I cross the street?",
@@ -808,7 +807,4 @@ def test_mistral_style_provider_sends_no_stream_options(upstream: Any, tmp_path:
         assert final["model"] == "mistral/magistral-medium-latest"
         assert final["usage"]["total_tokens"] == 242
         assert [item["type"] for item in final["output"]] == ["reasoning", "message"]
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
