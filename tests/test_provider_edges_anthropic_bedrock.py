@@ -255,7 +255,7 @@ def _tool_call_events(pieces: list[str]) -> list[tuple[str, dict[str, Any]]]:
 def test_bedrock_stream_tool_call_arguments_match_create(pieces: list[str], arguments: str) -> None:
     plan = BedrockPlan(family="anthropic", seal=False, summary=True)
     streamed = ConverseTranslator(plan)
-    events = streamed.start()
+    events: list[dict] = []
     for kind, payload in _tool_call_events(pieces):
         events += streamed.feed(kind, payload)
     events += streamed.finish()

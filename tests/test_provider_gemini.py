@@ -772,20 +772,21 @@ def test_safety_blocks_are_clear_outcomes(gclient: openai.OpenAI, upstream: Repl
         "Gemini blocked the prompt (MODEL_ARMOR): The prompt violated Prompt Injection and Jailbreak filters.")
 
 
-def test_model_side_failure_is_a_failed_response(gw: RunningGateway, upstream: ReplayServer) -> None:
+def test_model_side_failure_fails_the_route(gw: RunningGateway, upstream: ReplayServer) -> None:
+    """A malformed tool call is this route's failure, streamed or not: nothing reached the client yet."""
     exchange = _own("malformed-function-call.json")[0]
+    request = {"model": "gemini-2.5-flash", "input": "weather?", "tools": [WEATHER]}
     upstream.enqueue(exchange)
-    status, response, _ = post(gw, {"model": "gemini-2.5-flash", "input": "weather?", "tools": [WEATHER]})
-    assert status == 200
-    validate_response(response)
-    assert response["status"] == "failed"
+    status, response, _ = post(gw, request)
+    assert status == 424  # the only route failed
     assert response["error"]["code"] == "server_error"
     assert "MALFORMED_FUNCTION_CALL" in response["error"]["message"]
-    assert response["usage"]["input_tokens"] == 40
     upstream.enqueue(sse_of(exchange.json()))
-    events = stream_events(gw, {"model": "gemini-2.5-flash", "input": "weather?", "tools": [WEATHER]})
-    assert events[-1]["type"] == "response.failed"
-    assert "MALFORMED_FUNCTION_CALL" in events[-1]["response"]["error"]["message"]
+    with httpx.stream("POST", f"{gw.url}/v1/responses", json={**request, "stream": True},
+                      headers={"authorization": f"Bearer {MASTER_KEY}"},
+                      timeout=20) as resp:
+        assert resp.status_code == 424
+        assert "MALFORMED_FUNCTION_CALL" in json.loads(resp.read())["error"]["message"]
 
 
 def test_cached_content_usage(gclient: openai.OpenAI, upstream: ReplayServer) -> None:
@@ -1068,7 +1069,8 @@ def _translate(chunks: list[dict[str, Any]], **request: Any) -> tuple[list[dict[
 
     parsed = parse_request(json.dumps({"model": "m", "input": "hi", **request}).encode())
     translator = GeminiTranslator(parsed, "gemini-3-pro-preview")
-    events = translator.start()
+    # What the pipeline sends before the adapter's events.
+    events = [{"type": "response.created", "response": {}}, {"type": "response.in_progress", "response": {}}]
     for chunk in chunks:
         events += translator.feed(chunk)
     events += translator.finish()

@@ -11,6 +11,8 @@ client's request minus Sluice's extensions, with the route's model id.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -134,12 +136,31 @@ def check_final(response: dict[str, Any], rel: Path, index: int) -> None:
     assert response_errors(response) <= response_errors({**recorded, "model": LABEL})
 
 
+def canonical_input(value: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The client's input in its explicit form: a list of typed items, message content as parts."""
+    if isinstance(value, str):
+        return [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": value}]}]
+    items = []
+    for item in value:
+        if item.get("type", "message") == "message" and isinstance(item.get("content"), str):
+            part = "output_text" if item["role"] == "assistant" else "input_text"
+            item = {**item, "content": [{"type": part, "text": item["content"]}]}
+        items.append({"type": "message", **item} if "type" not in item else item)
+    return items
+
+
 def check_sent(upstream: Any, body: dict[str, Any], stream: bool) -> None:
-    """Sluice forwards the client's request, with the route's model id and its own keys removed."""
+    """Sluice forwards the client's request, with the route's model id and its own keys removed.
+
+    The conversation goes out in its explicit form (what the client wrote as a string is a
+    message with an input_text part): the same request to OpenAI, with one canonical copy inside
+    Sluice that every stage and adapter reads.
+    """
     sent = upstream.requests[-1]
     assert sent.path == "/v1/responses"
     assert sent.headers["authorization"] == "Bearer sk-upstream-secret-openai-0000"
     want = {k: v for k, v in body.items() if k not in NOT_FORWARDED}
+    want["input"] = canonical_input(body["input"])
     assert sent.json == {**want, "model": MODEL, "stream": stream}
 
 
@@ -171,7 +192,11 @@ def test_replay_sdk(gateway: Any, upstream: Any, client: openai.OpenAI, rel: Pat
     if ex.stream and recorded["status"] == "failed":
         with pytest.raises(openai.APIError) as info:
             sdk_stream(client, body)
-        assert info.value.message == recorded["error"]["message"]
+        assert recorded["error"]["message"] in info.value.message
+        if fails_before_content(rel, index):
+            # Nothing had reached the client: the route failed like an HTTP error would have.
+            assert isinstance(info.value, openai.APIStatusError)
+            assert info.value.body["code"] == recorded["error"]["code"]
         return
     if ex.stream:
         events, final = sdk_stream(client, body)
@@ -203,8 +228,15 @@ def test_replay_sdk(gateway: Any, upstream: Any, client: openai.OpenAI, rel: Pat
     assert final.usage.total_tokens == recorded["usage"]["total_tokens"]
 
 
+def fails_before_content(rel: Path, index: int) -> bool:
+    """The recorded stream reports an error before any output (after the lifecycle events)."""
+    lifecycle = ("response.created", "response.in_progress", "response.queued")
+    first = next(e for e in recorded_events(rel, index) if e["type"] not in lifecycle)
+    return first["type"] in ("error", "response.failed")
+
+
 STREAMS = [p for p in PARAMS if exchanges(p.values[0])[p.values[1]].stream and exchanges(p.values[0])[p.values[1]]
-           .status == 200]
+           .status == 200 and not fails_before_content(*p.values)]
 
 
 @pytest.mark.parametrize(("rel", "index"), STREAMS)
@@ -255,6 +287,7 @@ def test_stream_and_non_stream_agree(gateway: Any, upstream: Any, client: openai
 # --- specific behaviour ------------------------------------------------------------------------
 
 ERROR_STREAM = Path("openai-responses/vercel-ai/openai-error.1.chunks.txt")
+BASIC_STREAM = Path("openai-chat/vercel-ai/openai-text.chunks.txt")
 ROTATION = Path("openai-responses/vercel-ai/github-copilot-id-rotation.1.chunks.txt")
 LOGPROBS = Path("openai-responses/pydantic-ai/test_openai_instructions_with_responses_logprobs_streaming.yaml")
 TEMPERATURE = Path("openai-responses/pydantic-ai/test_openai_responses_model_http_error.yaml")
@@ -262,24 +295,60 @@ PREVIOUS = Path("openai-responses/pydantic-ai/test_openai_previous_response_id.y
 ENCRYPTED = Path("openai-responses/vercel-ai/openai-reasoning-encrypted-content.1.chunks.txt")
 
 
-def test_error_mid_stream_ends_once_with_failed(gateway: Any, upstream: Any) -> None:
-    """An upstream `error` event: the client sees it, then `response.failed`, and nothing after."""
+def test_error_before_content_is_the_routes_failure(gateway: Any, upstream: Any, client: openai.OpenAI) -> None:
+    """An `error` event before any output fails the route like an HTTP error: nothing was sent yet."""
     upstream.enqueue(exchanges(ERROR_STREAM)[0])
+    status, (payload,), _ = raw_stream(gateway.url, {"model": MODEL, "input": "Hello"})
+    want = recorded_events(ERROR_STREAM, 0)[2]["error"]
+    assert status == 429  # OpenAI's status for insufficient_quota
+    assert payload["error"]["code"] == want["code"] and want["message"] in payload["error"]["message"]
+    # With a fallback, the client sees one clean stream from the next route.
+    upstream.enqueue([exchanges(ERROR_STREAM)[0], exchanges(BASIC_STREAM)[0]])
+    with client.responses.stream(model=MODEL, input="Hello",
+                                 extra_body={"routing": {"model": {"fallbacks": ["chat-model"]}}}) as stream:
+        final = stream.get_final_response()
+    assert final.model == "replay-chat/gpt-4o-2024-08-06"
+    assert [r.path for r in upstream.requests[-2:]] == ["/v1/responses", "/v1/chat/completions"]
+
+
+def _with_error_after_content(failed_only: bool) -> Any:
+    """A recorded stream cut after its first text delta by an upstream error."""
+    ex = exchanges(Path("openai-responses/simonw-llm/test_responses_basic_streaming.yaml"))[0]
+    kept = []
+    for name, data in ex.sse_events():
+        kept.append((name, data))
+        if json.loads(data)["type"] == "response.output_text.delta":
+            break
+    error = {"code": "server_error", "message": "The model crashed.", "param": None}
+    failed = {"type": "response.failed", "response": {"id": "resp_x", "status": "failed", "output": [],
+                                                      "error": error}}
+    if not failed_only:
+        kept.append(("error", json.dumps({"type": "error", "error": error})))
+    kept.append(("response.failed", json.dumps(failed)))
+    body = "".join(f"event: {name}\ndata: {data}\n\n" for name, data in kept).encode()
+    return dataclasses.replace(ex, body=body)
+
+
+@pytest.mark.parametrize("failed_only", [False, True], ids=["error-then-failed", "failed-alone"])
+def test_error_after_content_ends_once_with_error_then_failed(gateway: Any, upstream: Any,
+                                                               failed_only: bool) -> None:
+    """After output reached the client: one `error` event, then `response.failed`, nothing after.
+
+    The `error` event is there even when the upstream sent `response.failed` alone.
+    """
+    upstream.enqueue(_with_error_after_content(failed_only))
     _, events, _ = raw_stream(gateway.url, {"model": MODEL, "input": "Hello"})
     check_stream(events)
-    recorded = recorded_events(ERROR_STREAM, 0)
-    assert [e["type"] for e in events] == ["response.created", "response.in_progress", "error", "response.failed"]
-    error, failed = events[2], events[3]["response"]
-    want = recorded[2]["error"]
-    # The documented ResponseErrorEvent fields are there (the recording nests them under "error";
-    # the gateway copies them to the top level).
-    assert (error["code"], error["message"], error["param"]) == (want["code"], want["message"], want["param"])
+    kinds = [e["type"] for e in events]
+    assert "response.output_text.delta" in kinds
+    assert kinds[-2:] == ["error", "response.failed"] and kinds.count("error") == 1
+    error, failed = events[-2], events[-1]["response"]
+    assert (error["code"], error["message"], error["param"]) == ("server_error", "The model crashed.", None)
     assert event_errors(error) == set()
-    assert failed["status"] == "failed"
-    assert failed["error"] == recorded[3]["response"]["error"]
+    assert failed["status"] == "failed" and failed["error"] == {"code": "server_error",
+                                                               "message": "The model crashed."}
     assert failed["model"] == LABEL and failed["cost"] == {"total": 0.0}
-    # OpenAI's own code (insufficient_quota) is outside the SDK's ResponseError.code enum.
-    assert response_errors(failed) <= {("error", "code")}
+    assert response_errors(failed) == set()
 
 
 def test_rotating_item_ids_are_made_stable(gateway: Any, upstream: Any, client: openai.OpenAI) -> None:
@@ -386,7 +455,7 @@ def test_sluice_extensions_are_stripped(gateway: Any, upstream: Any, client: ope
         "model": MODEL,
         "stream": False,
         "input": [
-            {"role": "user", "content": [{"type": "input_text", "text": "Weather?"}]},
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Weather?"}]},
             {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "gAAAA-openai-own"},
             {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": "{}"},
             {"type": "function_call_output", "call_id": "call_1", "output": "boom"},

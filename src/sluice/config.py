@@ -85,12 +85,31 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
     log_level: str = "info"
 
 
+class RoutingConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """How one request moves through its candidate routes."""
+
+    # Retries of a route after a failure it calls retryable (429, 5xx, a broken connection),
+    # before the next candidate is tried.
+    retries: int = 0
+    # First pause before a retry, doubled each time, with jitter; a Retry-After sets it instead.
+    retry_backoff: float = 0.25
+    # A Retry-After longer than this is not waited for: the next candidate is tried instead.
+    max_retry_wait: float = 10.0
+    # Upstream attempts one request may make in all (retries and fallbacks together).
+    max_attempts: int = 8
+    # Entries allowed in a request's `routing.model.fallbacks` / `routing.provider.fallbacks`.
+    max_fallbacks: int = 16
+    # No new attempt starts after this many seconds from the request's arrival.
+    deadline: float = 600.0
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True):
     database: str = "sqlite:///sluice.db"
     redis: str | None = None
     master_key: str | None = None
     builtin_catalog: bool = True
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    routing: RoutingConfig = msgspec.field(default_factory=RoutingConfig)
     providers: dict[str, ProviderConfig] = {}
     models: dict[str, ModelConfig] = {}
 

@@ -6,9 +6,16 @@ Every failure the gateway reports is a `GatewayError`: it knows its HTTP status 
 
 from __future__ import annotations
 
+import email.utils
+import time
 from typing import Any
 
 import msgspec
+
+# Statuses that say the request itself is wrong: another route would refuse it too.
+CLIENT_FAULT = frozenset({400, 413, 422})
+# Statuses worth retrying on the same route after a pause.
+RETRYABLE = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
 
 
 class GatewayError(Exception):
@@ -70,16 +77,52 @@ class PayloadTooLarge(GatewayError):
 class UpstreamError(GatewayError):
     """A provider answered with an error, or could not be reached.
 
-    `retryable` tells routing whether another attempt (same or other route) may succeed:
-    rate limits, overload, 5xx and transport failures are; bad requests and auth failures are not.
+    `retryable` tells routing whether the same route may succeed if asked again (rate limits,
+    overload, 5xx and transport failures are; bad requests and auth failures are not);
+    `retry_after` is how long the provider asked to wait, in seconds, when it said so.
     """
 
     type = "upstream_error"
 
-    def __init__(self, message: str, *, provider: str, retryable: bool, **kw: Any) -> None:
+    def __init__(self, message: str, *, provider: str, retryable: bool, retry_after: float | None = None,
+                 **kw: Any) -> None:
         super().__init__(message, **kw)
         self.provider = provider
         self.retryable = retryable
+        if retry_after is None and "retry-after" in self.headers:
+            retry_after = parse_retry_after(self.headers["retry-after"])
+        self.retry_after = retry_after
+
+
+def parse_retry_after(value: str) -> float | None:
+    """A `Retry-After` header (seconds, or an HTTP date) as seconds from now."""
+    value = value.strip()
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+# In-stream error codes (a Responses `error` event carries a code, not a status) -> HTTP status.
+_CODE_STATUS = {
+    "rate_limit_exceeded": 429, "insufficient_quota": 429, "rate_limit_error": 429,
+    "context_length_exceeded": 400, "invalid_prompt": 400, "invalid_request_error": 400, "invalid_value": 400,
+    "invalid_image": 400, "invalid_image_format": 400, "invalid_base64_image": 400, "invalid_image_url": 400,
+    "image_too_large": 400, "image_too_small": 400, "empty_image_file": 400, "unsupported_image_media_type": 400,
+    "authentication_error": 401, "invalid_api_key": 401, "permission_error": 403, "not_found_error": 404,
+    "model_not_found": 404, "overloaded": 503, "overloaded_error": 503, "server_error": 500,
+    "timeout": 504, "vector_store_timeout": 504,
+}
+
+
+def status_for_code(code: str | None) -> int:
+    """The HTTP status an upstream would have sent for an error it reported inside a stream."""
+    return _CODE_STATUS.get(code or "", 502)
 
 
 class NoRouteSucceeded(GatewayError):

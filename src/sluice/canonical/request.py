@@ -113,13 +113,28 @@ class ResponsesRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
     presence_penalty: float | None = None
 
 
-@dataclass(slots=True)
-class ParsedRequest:
-    """A validated request: the typed view, the client's raw JSON, and its input as item dicts."""
+# Top-level request fields Sluice models; anything else a client sends is kept in `extra`.
+REQUEST_FIELDS = frozenset(ResponsesRequest.__struct_fields__)
+
+
+@dataclass(frozen=True, slots=True)
+class CanonicalRequest:
+    """The one request every stage and adapter reads.
+
+    `req` holds the typed fields; its `input` is the normalized item list (also `items`), so there
+    is exactly one copy of the conversation. `extra` holds the top-level fields Sluice does not
+    model (newer OpenAI fields such as `client_metadata`): only an upstream that speaks OpenAI's
+    own protocol receives them, untouched. A stage that rewrites the request (redaction, history
+    from `previous_response_id`) builds a new one with `replace`; nothing else keeps the client's
+    original text for an adapter to read.
+    """
 
     req: ResponsesRequest
-    raw: dict[str, Any]
-    items: list[dict[str, Any]]
+    extra: dict[str, Any]
+
+    @property
+    def items(self) -> list[dict[str, Any]]:
+        return self.req.input  # type: ignore[return-value]  # normalized to items at parse time
 
     @property
     def stream(self) -> bool:
@@ -128,11 +143,17 @@ class ParsedRequest:
     def wants(self, include: str) -> bool:
         return bool(self.req.include) and include in self.req.include  # type: ignore[operator]
 
+    def replace(self, *, items: list[dict[str, Any]] | None = None, **fields: Any) -> CanonicalRequest:
+        """A copy with `items` and/or typed fields (`instructions`, `tools`, ...) replaced."""
+        if items is not None:
+            fields["input"] = items
+        return CanonicalRequest(msgspec.structs.replace(self.req, **fields), self.extra)
+
 
 _decoder = msgspec.json.Decoder()
 
 
-def parse_request(body: bytes) -> ParsedRequest:
+def parse_request(body: bytes) -> CanonicalRequest:
     """Decode and validate a request body, or raise `InvalidRequest`."""
     try:
         raw = _decoder.decode(body)
@@ -144,9 +165,10 @@ def parse_request(body: bytes) -> ParsedRequest:
         req = msgspec.convert(raw, ResponsesRequest)
     except msgspec.ValidationError as exc:
         raise _validation_error(exc, raw) from None
-    items = normalize_input(req.input)
+    req.input = normalize_input(req.input)
     _check_request(req)
-    return ParsedRequest(req, raw, items)
+    extra = {key: value for key, value in raw.items() if key not in REQUEST_FIELDS}
+    return CanonicalRequest(req, extra)
 
 
 def _validation_error(exc: msgspec.ValidationError, raw: dict[str, Any]) -> InvalidRequest:

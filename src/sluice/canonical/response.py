@@ -9,7 +9,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sluice.canonical.request import ParsedRequest
+import msgspec
+
+from sluice.canonical.request import CanonicalRequest
 
 # Request fields a Response echoes back, with the value OpenAI reports when the request omits them.
 _ECHO_DEFAULTS: dict[str, Any] = {
@@ -71,17 +73,23 @@ def normalize_usage(usage: dict[str, Any] | None) -> dict[str, Any]:
     return normalized
 
 
-def echo(parsed: ParsedRequest) -> dict[str, Any]:
-    """The request fields a Response reports, as the client sent them."""
-    raw = parsed.raw
-    fields = {key: raw.get(key, default) if raw.get(key) is not None else default
-              for key, default in _ECHO_DEFAULTS.items()}
+def echo(parsed: CanonicalRequest) -> dict[str, Any]:
+    """The request fields a Response reports (pass the request as the client sent it)."""
+    req = parsed.req
+    fields = {}
+    for key, default in _ECHO_DEFAULTS.items():
+        value = getattr(req, key)
+        if value is None:
+            value = default
+        elif isinstance(value, msgspec.Struct):
+            value = msgspec.to_builtins(value)
+        fields[key] = value
     if fields["prompt_cache_retention"] == "in-memory":
         fields["prompt_cache_retention"] = "in_memory"
     return fields
 
 
-def skeleton(parsed: ParsedRequest, response_id: str, model: str, created_at: int) -> dict[str, Any]:
+def skeleton(parsed: CanonicalRequest, response_id: str, model: str, created_at: int) -> dict[str, Any]:
     """The in-progress Response carried by `response.created` / `response.in_progress`."""
     return {
         "id": response_id,
@@ -99,7 +107,7 @@ def skeleton(parsed: ParsedRequest, response_id: str, model: str, created_at: in
 
 
 def finalize(
-    parsed: ParsedRequest,
+    parsed: CanonicalRequest,
     result: dict[str, Any],
     *,
     response_id: str,
@@ -108,9 +116,9 @@ def finalize(
 ) -> dict[str, Any]:
     """Merge an upstream result (status, output, usage, ...) into the client's Response."""
     response = skeleton(parsed, response_id, model, created_at)
-    raw = parsed.raw
+    req = parsed.req
     for key, value in result.items():
-        if key in _GATEWAY_FIELDS or (key in _ECHO_DEFAULTS and raw.get(key) is not None):
+        if key in _GATEWAY_FIELDS or (key in _ECHO_DEFAULTS and getattr(req, key) is not None):
             continue  # what the client asked for is reported as asked, whatever the upstream says
         response[key] = value
     status = response.get("status")

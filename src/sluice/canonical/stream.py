@@ -6,7 +6,9 @@ content parts in the order the Responses API defines, so every such stream is we
 construction: an item is `added` before its deltas and `done` after them, and the output it
 accumulates is exactly what the terminal event carries.
 
-Events are returned without `sequence_number`: the HTTP layer numbers everything it sends.
+Events are returned without `sequence_number` and without the lifecycle events
+(`response.created`, `in_progress`): the pipeline sends those once a stream has content, and the
+HTTP surface numbers everything it sends.
 """
 
 from __future__ import annotations
@@ -55,12 +57,7 @@ class ResponseEventBuilder:
         self._reasoning: _Reasoning | None = None
         self._calls: dict[Any, _Call] = {}
 
-    # --- lifecycle ---------------------------------------------------------------------------
-
-    @staticmethod
-    def start() -> list[Event]:
-        """`response.created` and `response.in_progress`; the HTTP layer fills in `response`."""
-        return [{"type": "response.created", "response": {}}, {"type": "response.in_progress", "response": {}}]
+    # --- end -------------------------------------------------------------------------------
 
     def finish(self, *, incomplete: bool = False) -> list[Event]:
         """Close everything still open (in output order)."""

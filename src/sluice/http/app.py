@@ -1,4 +1,4 @@
-"""The ASGI application: routes, authentication, and the lifespan of shared resources."""
+"""The ASGI application: the route table, authentication, and the lifespan of shared resources."""
 
 from __future__ import annotations
 
@@ -7,22 +7,12 @@ import logging
 import os
 from typing import Any
 
-from sluice.canonical.request import parse_request
 from sluice.config import Config, load_config
 from sluice.errors import GatewayError, NotFound, Unauthorized
-from sluice.gateway import Gateway
-from sluice.http.asgi import (
-    ClientGone,
-    Receive,
-    Scope,
-    Send,
-    cancel_on_disconnect,
-    header,
-    read_body,
-    send_error,
-    send_json,
-    send_sse,
-)
+from sluice.http.asgi import ClientGone, Receive, Scope, Send, header, send_error, send_json
+from sluice.http.responses import ResponsesSurface
+from sluice.http.routes import Call, RouteTable
+from sluice.pipeline import Pipeline
 from sluice.routing.catalog import Catalog, build_catalog
 from sluice.state.db import create_engine, init_schema
 from sluice.state.keys import ANONYMOUS, MASTER, KeyStore, Principal, is_master
@@ -30,25 +20,16 @@ from sluice.state.keys import ANONYMOUS, MASTER, KeyStore, Principal, is_master
 log = logging.getLogger("sluice")
 
 
-class MethodNotAllowed(GatewayError):
-    status = 405
-    type = "invalid_request_error"
-
-
-class UnsupportedMediaType(GatewayError):
-    status = 415
-    type = "invalid_request_error"
-
-
 class SluiceApp:
-    """`POST /v1/responses`, `GET /v1/models[/{id}]`, `GET /health`."""
+    """The ASGI application: the route table, authentication, and the lifespan of shared resources."""
 
     def __init__(self, config: Config, catalog: Catalog | None = None) -> None:
         self.config = config
         self.catalog = catalog or build_catalog(config)
-        self.gateway: Gateway | None = None
+        self.pipeline: Pipeline | None = None
         self.keys: KeyStore | None = None
         self.require_auth = bool(config.master_key)
+        self.routes = RouteTable()
         self._engine: Any = None
 
     # --- lifespan ----------------------------------------------------------------------------
@@ -61,7 +42,14 @@ class SluiceApp:
             self.require_auth = True
         if not self.require_auth:
             log.warning("no master_key and no API keys: the gateway accepts unauthenticated requests")
-        self.gateway = Gateway(self.config, self.catalog)
+        self.pipeline = pipeline = Pipeline(self.config, self.catalog)
+        responses = ResponsesSurface(pipeline, self.config.server)
+        routes = self.routes
+        routes.add("POST", "/v1/responses", responses.create)
+        routes.add("GET", "/v1/models", self._list_models)
+        routes.add("GET", "/v1/models/", self._get_model)
+        routes.add("GET", "/health", self._health, authenticated=False)
+        routes.add("GET", "/healthz", self._health, authenticated=False)
         # Everything allocated so far lives as long as the process: move it out of the
         # collector's sight, so full collections stop re-scanning ~70k import-time objects
         # (each took ~24 ms and set the p99 under load).
@@ -69,8 +57,8 @@ class SluiceApp:
         gc.freeze()
 
     async def shutdown(self) -> None:
-        if self.gateway is not None:
-            await self.gateway.close()
+        if self.pipeline is not None:
+            await self.pipeline.close()
         if self._engine is not None:
             await self._engine.dispose()
 
@@ -108,32 +96,28 @@ class SluiceApp:
             await self._lifespan(receive, send)
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path: str = scope["path"].rstrip("/") or "/"
-        method: str = scope["method"]
-        if path == "/v1/responses":
-            _allow(method, "POST")
-            await self._authenticate(scope)
-            await self._responses(scope, receive, send)
-        elif path == "/v1/models":
-            _allow(method, "GET")
-            await self._authenticate(scope)
-            await send_json(send, 200, {"object": "list", "data": self.catalog.cards()})
-        elif path.startswith("/v1/models/"):
-            _allow(method, "GET")
-            await self._authenticate(scope)
-            name = path[len("/v1/models/") :]
-            entry = self.catalog.lookup(name)
-            prefix, slash, rest = name.partition("/")
-            if entry is None and slash and self.catalog.provider_name(prefix):
-                entry = self.catalog.lookup(rest)  # `provider/model` names the same card
-            if entry is None:
-                raise NotFound(f"The model `{name}` does not exist or you do not have access to it.",
-                               param="model", code="model_not_found")
-            await send_json(send, 200, entry.card(self.catalog.created))
-        elif path in ("/health", "/healthz"):
-            await send_json(send, 200, {"status": "ok"})
-        else:
-            raise NotFound(f"Unknown request URL: {method} {path}.", code="unknown_url")
+        endpoint, tail = self.routes.match(scope["method"], scope["path"])
+        caller = await self._authenticate(scope) if endpoint.authenticated else ANONYMOUS
+        await endpoint.handler(Call(scope, receive, send, caller, tail))
+
+    # --- small endpoints -----------------------------------------------------------------------
+
+    async def _list_models(self, call: Call) -> None:
+        await send_json(call.send, 200, {"object": "list", "data": self.catalog.cards()})
+
+    async def _get_model(self, call: Call) -> None:
+        name = call.tail
+        entry = self.catalog.lookup(name)
+        prefix, slash, rest = name.partition("/")
+        if entry is None and slash and self.catalog.provider_name(prefix):
+            entry = self.catalog.lookup(rest)  # `provider/model` names the same card
+        if entry is None:
+            raise NotFound(f"The model `{name}` does not exist or you do not have access to it.",
+                           param="model", code="model_not_found")
+        await send_json(call.send, 200, entry.card(self.catalog.created))
+
+    async def _health(self, call: Call) -> None:
+        await send_json(call.send, 200, {"status": "ok"})
 
     async def _authenticate(self, scope: Scope) -> Principal:
         value = header(scope, b"authorization")
@@ -155,47 +139,6 @@ class SluiceApp:
         if not self.require_auth:
             return ANONYMOUS
         raise Unauthorized("Incorrect API key provided.")
-
-    async def _responses(self, scope: Scope, receive: Receive, send: Send) -> None:
-        content_type = header(scope, b"content-type")
-        if content_type is not None and not content_type.split(b";")[0].strip().lower().endswith(b"json"):
-            raise UnsupportedMediaType(
-                f"Unsupported content type: '{content_type.decode('latin-1')}'. This endpoint only accepts "
-                "'application/json' requests.",
-                code="unsupported_content_type")
-        body = await read_body(scope, receive, self.config.server.max_body_bytes)
-        parsed = parse_request(body)
-        gateway = self.gateway
-        assert gateway is not None
-        if parsed.stream:
-            async def run_stream() -> None:
-                stream = await gateway.open_stream(parsed)
-                try:
-                    await send_sse(send, stream)
-                finally:
-                    # After the client's response has ended: reading the upstream's tail (to reuse
-                    # its connection) never delays the client.
-                    await stream.close()
-
-            await cancel_on_disconnect(receive, _reporting(send, run_stream()))
-        else:
-            async def run() -> None:
-                await send_json(send, 200, await gateway.create(parsed))
-
-            await cancel_on_disconnect(receive, _reporting(send, run()))
-
-
-async def _reporting(send: Send, work: Any) -> None:
-    # Errors must be answered inside the cancellable task: the response belongs to it.
-    try:
-        await work
-    except GatewayError as exc:
-        await send_error(send, exc)
-
-
-def _allow(method: str, allowed: str) -> None:
-    if method != allowed:
-        raise MethodNotAllowed(f"Method {method} is not allowed here; use {allowed}.", code="method_not_allowed")
 
 
 def create_app(config: Config | None = None) -> SluiceApp:

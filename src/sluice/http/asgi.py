@@ -20,6 +20,11 @@ _SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache
                 (b"x-accel-buffering", b"no")]
 
 
+class UnsupportedMediaType(GatewayError):
+    status = 415
+    type = "invalid_request_error"
+
+
 class ClientGone(Exception):
     """The client disconnected before its request was read: nobody to answer."""
 
@@ -71,10 +76,11 @@ async def send_error(send: Send, error: GatewayError) -> None:
     await send_bytes(send, error.status, error.encode(), headers)
 
 
-async def send_sse(send: Send, chunks: AsyncIterable[bytes]) -> None:
+async def send_sse(send: Send, batches: AsyncIterable[Any], encode: Callable[[Any], bytes]) -> None:
+    """Stream `batches`, each encoded to bytes by the surface's `encode`, one write per batch."""
     await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
-    async for chunk in chunks:
-        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    async for batch in batches:
+        await send({"type": "http.response.body", "body": encode(batch), "more_body": True})
     await send({"type": "http.response.body", "body": b""})
 
 

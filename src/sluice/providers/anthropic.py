@@ -18,7 +18,7 @@ import msgspec
 
 from sluice.canonical.ids import new_id
 from sluice.canonical.reasoning import seal
-from sluice.canonical.request import ParsedRequest
+from sluice.canonical.request import CanonicalRequest
 from sluice.canonical.stream import ResponseEventBuilder
 from sluice.config import ProviderConfig
 from sluice.errors import InvalidRequest, UpstreamError
@@ -71,7 +71,7 @@ class AnthropicAdapter(Adapter):
 
     # --- request -----------------------------------------------------------------------------
 
-    def check(self, parsed: ParsedRequest, model: str) -> None:
+    def check(self, parsed: CanonicalRequest, model: str) -> None:
         req = parsed.req
         for i, tool in enumerate(req.tools or ()):
             kind = tool.get("type")
@@ -93,13 +93,13 @@ class AnthropicAdapter(Adapter):
             raise InvalidRequest(f"text.format.name '{fmt['name']}' collides with a function tool of that name.",
                                  param="text.format.name", code="invalid_value")
 
-    def body(self, parsed: ParsedRequest, model: str, stream: bool) -> tuple[bytes, Plan]:
+    def body(self, parsed: CanonicalRequest, model: str, stream: bool) -> tuple[bytes, Plan]:
         body, plan = build_body(parsed, model, stream, self.config.options)
         return _encode(body), plan
 
     # --- non-streaming -----------------------------------------------------------------------
 
-    async def create(self, parsed: ParsedRequest, model: str) -> dict[str, Any]:
+    async def create(self, parsed: CanonicalRequest, model: str) -> dict[str, Any]:
         payload, plan = self.body(parsed, model, False)
         data = await self.post_json(self._url, payload, self._headers)
         if not isinstance(data, dict) or data.get("type") == "error":
@@ -114,7 +114,7 @@ class AnthropicAdapter(Adapter):
 
     # --- streaming ---------------------------------------------------------------------------
 
-    async def stream(self, parsed: ParsedRequest, model: str) -> AsyncIterator[list[Event]]:
+    async def stream(self, parsed: CanonicalRequest, model: str) -> AsyncIterator[list[Event]]:
         payload, plan = self.body(parsed, model, True)
         resp = await self.post_stream(self._url, payload, self._headers)
         try:
@@ -132,7 +132,6 @@ class AnthropicAdapter(Adapter):
                             # error, so that routing can still try another route.
                             raise self._error_in_body(data, event)
                         started = True
-                        batch += translator.builder.start()
                     batch += translator.feed(event)
                     if translator.done:
                         break

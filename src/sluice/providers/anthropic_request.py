@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 
 from sluice.canonical.reasoning import unseal
-from sluice.canonical.request import ParsedRequest
+from sluice.canonical.request import CanonicalRequest
 from sluice.errors import InvalidRequest
 from sluice.providers.claude_schema import strict_schema
 
@@ -72,7 +72,8 @@ def default_max_tokens(model: str) -> int:
     return 32000
 
 
-def build_body(parsed: ParsedRequest, model: str, stream: bool, options: dict[str, Any]) -> tuple[dict[str, Any], Plan]:
+def build_body(parsed: CanonicalRequest, model: str, stream: bool,
+               options: dict[str, Any]) -> tuple[dict[str, Any], Plan]:
     req = parsed.req
     plan = Plan(encrypted=parsed.wants("reasoning.encrypted_content"),
                 sources=parsed.wants("web_search_call.action.sources"))
@@ -130,7 +131,7 @@ def build_body(parsed: ParsedRequest, model: str, stream: bool, options: dict[st
 # --- conversation --------------------------------------------------------------------------------
 
 
-def _conversation(parsed: ParsedRequest, marks: _Marks) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _conversation(parsed: CanonicalRequest, marks: _Marks) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(system blocks, alternating messages) from instructions and the input items."""
     system: list[dict[str, Any]] = []
     if parsed.req.instructions:
@@ -331,7 +332,7 @@ def _thinking_block(item: dict[str, Any]) -> dict[str, Any] | None:
 # --- tools -----------------------------------------------------------------------------------------
 
 
-def _tools(parsed: ParsedRequest, marks: _Marks, options: dict[str, Any],
+def _tools(parsed: CanonicalRequest, marks: _Marks, options: dict[str, Any],
            plan: Plan) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     req = parsed.req
     choice = req.tool_choice
@@ -442,7 +443,7 @@ def _json_tool_choice(choice: dict[str, Any] | None, name: str, has_functions: b
 # --- reasoning ------------------------------------------------------------------------------------
 
 
-def _thinking(parsed: ParsedRequest, options: dict[str, Any], tool_choice: dict[str, Any] | None,
+def _thinking(parsed: CanonicalRequest, options: dict[str, Any], tool_choice: dict[str, Any] | None,
               messages: list[dict[str, Any]]) -> dict[str, Any] | None:
     reasoning = parsed.req.reasoning
     effort = reasoning.effort if reasoning is not None else None

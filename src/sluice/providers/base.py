@@ -8,18 +8,22 @@ from typing import Any
 
 import msgspec
 
-from sluice.canonical.request import ParsedRequest
+from sluice.canonical.request import CanonicalRequest
 from sluice.config import ProviderConfig
-from sluice.errors import GatewayError, InvalidRequest, UpstreamError, status_error_type
+from sluice.errors import (
+    CLIENT_FAULT,
+    RETRYABLE,
+    InvalidRequest,
+    UpstreamError,
+    parse_retry_after,
+    status_error_type,
+)
 from sluice.providers.sse import SSEDecoder
 from sluice.providers.transport import NetworkError, UpstreamClient, UpstreamResponse, describe_network_error
 
 Event = dict[str, Any]
 
-# Statuses that say the request itself is wrong: another route would refuse it too.
-CLIENT_FAULT = frozenset({400, 413, 422})
-# Statuses worth retrying on the same route after a pause.
-RETRYABLE = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
+__all__ = ["CLIENT_FAULT", "RETRYABLE", "Adapter", "Event", "unsupported"]
 
 _KEYLIKE = re.compile(r"(sk-[A-Za-z0-9_\-]{8,}|sk-ant-[A-Za-z0-9_\-]{8,}|AIza[0-9A-Za-z_\-]{20,}|AKIA[0-9A-Z]{16})")
 
@@ -41,13 +45,13 @@ class Adapter:
     async def close(self) -> None:
         await self.client.close()
 
-    def check(self, parsed: ParsedRequest, model: str) -> None:
+    def check(self, parsed: CanonicalRequest, model: str) -> None:
         """Raise `InvalidRequest` for what this wire protocol cannot carry."""
 
-    async def create(self, parsed: ParsedRequest, model: str) -> dict[str, Any]:
+    async def create(self, parsed: CanonicalRequest, model: str) -> dict[str, Any]:
         raise NotImplementedError
 
-    def stream(self, parsed: ParsedRequest, model: str) -> AsyncIterator[list[Event]]:
+    def stream(self, parsed: CanonicalRequest, model: str) -> AsyncIterator[list[Event]]:
         raise NotImplementedError
 
     # --- shared plumbing ---------------------------------------------------------------------
@@ -150,6 +154,7 @@ class Adapter:
             f"{self.name}: {self.redact_secrets(message)}",
             provider=self.name,
             retryable=status in RETRYABLE,
+            retry_after=parse_retry_after(retry_after) if retry_after else None,
             status=status,
             type=etype or status_error_type(status),
             code=code,
@@ -189,9 +194,3 @@ def unsupported(param: str, what: str, provider: str) -> InvalidRequest:
     return InvalidRequest(f"{what} is not supported by provider '{provider}'.", param=param,
                           code="unsupported_parameter")
 
-
-def stream_failure(exc: BaseException) -> tuple[str, str]:
-    """(code, message) for an `error` event when a stream breaks after it started."""
-    if isinstance(exc, GatewayError):
-        return exc.code or exc.type, exc.message
-    return "upstream_stream_error", f"The upstream stream broke: {describe_network_error(exc)}"

@@ -23,7 +23,7 @@ from botocore.exceptions import BotoCoreError
 from botocore.session import Session
 from botocore.utils import percent_encode
 
-from sluice.canonical.request import ParsedRequest
+from sluice.canonical.request import CanonicalRequest
 from sluice.config import ProviderConfig
 from sluice.errors import UpstreamError, status_error_type
 from sluice.providers.base import RETRYABLE, Adapter, Event, unsupported
@@ -64,7 +64,7 @@ class BedrockAdapter(Adapter):
 
     # --- request -----------------------------------------------------------------------------
 
-    def check(self, parsed: ParsedRequest, model: str) -> None:
+    def check(self, parsed: CanonicalRequest, model: str) -> None:
         req = parsed.req
         for i, tool in enumerate(req.tools or ()):
             if tool.get("type") != "function":
@@ -90,7 +90,7 @@ class BedrockAdapter(Adapter):
                 if isinstance(part, dict) and part.get("type") in ("input_image", "input_file"):
                     check_part(part, f"{where}[{j}]")
 
-    def body(self, parsed: ParsedRequest, model: str) -> tuple[dict[str, Any], Plan]:
+    def body(self, parsed: CanonicalRequest, model: str) -> tuple[dict[str, Any], Plan]:
         """The Converse request body and what reading its answer needs."""
         return build_body(parsed, model, self.config.options)
 
@@ -117,7 +117,7 @@ class BedrockAdapter(Adapter):
         SigV4Auth(credentials, SIGNING_NAME, self.region).add_auth(request)
         return dict(request.headers.items())
 
-    async def _prepare(self, parsed: ParsedRequest, model: str, stream: bool
+    async def _prepare(self, parsed: CanonicalRequest, model: str, stream: bool
                        ) -> tuple[str, bytes, dict[str, str], Plan]:
         if not self._resolved and (self.region is None or (self._static is None and not self.bearer)):
             await self._resolve()
@@ -179,7 +179,7 @@ class BedrockAdapter(Adapter):
 
     # --- non-streaming -----------------------------------------------------------------------
 
-    async def create(self, parsed: ParsedRequest, model: str) -> dict[str, Any]:
+    async def create(self, parsed: CanonicalRequest, model: str) -> dict[str, Any]:
         url, payload, headers, plan = await self._prepare(parsed, model, False)
         return self.from_converse(await self.post_json(url, payload, headers), plan)
 
@@ -198,7 +198,7 @@ class BedrockAdapter(Adapter):
 
     # --- streaming ---------------------------------------------------------------------------
 
-    async def stream(self, parsed: ParsedRequest, model: str) -> AsyncIterator[list[Event]]:
+    async def stream(self, parsed: CanonicalRequest, model: str) -> AsyncIterator[list[Event]]:
         url, payload, headers, plan = await self._prepare(parsed, model, True)
         resp = await self.post_stream(url, payload, headers)
         try:
@@ -214,9 +214,7 @@ class BedrockAdapter(Adapter):
                         events = translator.feed(headers_in.get(":event-type") or "",
                                                  _decode(frame.payload) if frame.payload else {})
                         if events:
-                            if not started:
-                                started = True
-                                batch += translator.start()
+                            started = True
                             batch += events
                         continue
                     code, message, status = _frame_error(headers_in, frame.payload)
@@ -230,8 +228,6 @@ class BedrockAdapter(Adapter):
                 if translator.error is not None:
                     break
             events = translator.finish()
-            if events and not started:
-                events = translator.start() + events
             if events:
                 yield events
         except NetworkError as exc:

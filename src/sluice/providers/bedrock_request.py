@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 
 from sluice.canonical.reasoning import unseal
-from sluice.canonical.request import ParsedRequest
+from sluice.canonical.request import CanonicalRequest
 from sluice.errors import InvalidRequest
 from sluice.providers.claude_schema import strict_schema
 
@@ -225,7 +225,7 @@ def cache_point(control: Any) -> dict[str, Any] | None:
     return {"cachePoint": point}
 
 
-def build_body(parsed: ParsedRequest, model: str, options: dict[str, Any]) -> tuple[dict[str, Any], Plan]:
+def build_body(parsed: CanonicalRequest, model: str, options: dict[str, Any]) -> tuple[dict[str, Any], Plan]:
     """The Converse request body (modelId travels in the path) and the plan for reading the answer."""
     req = parsed.req
     family = model_family(model)
@@ -436,7 +436,7 @@ def _past_tools(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
                           "inputSchema": {"json": {"type": "object", "properties": {}}}}} for name in names]
 
 
-def _tools(parsed: ParsedRequest, out: _Builder, body: dict[str, Any], options: dict[str, Any], plan: Plan,
+def _tools(parsed: CanonicalRequest, out: _Builder, body: dict[str, Any], options: dict[str, Any], plan: Plan,
            claude: bool) -> bool:
     """Set `toolConfig` (and `outputConfig`); True when the client forces a tool call.
 
@@ -519,7 +519,7 @@ def _json_tool_name(name: str, tools: list[dict[str, Any]]) -> str:
     return name
 
 
-def _reasoning(parsed: ParsedRequest, model: str, family: str, options: dict[str, Any],
+def _reasoning(parsed: CanonicalRequest, model: str, family: str, options: dict[str, Any],
                messages: list[dict[str, Any]], inference: dict[str, Any], extra: dict[str, Any],
                body: dict[str, Any], client_forced: bool) -> None:
     reasoning = parsed.req.reasoning

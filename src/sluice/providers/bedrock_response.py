@@ -98,9 +98,6 @@ class ConverseTranslator:
         self._held: list[str] = []
         self._answered = False
 
-    def start(self) -> list[Event]:
-        return self.builder.start()
-
     # --- stream events -------------------------------------------------------------------------
 
     def feed(self, kind: str, payload: dict[str, Any]) -> list[Event]:

@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from sluice.canonical.request import ParsedRequest
+from sluice.canonical.request import CanonicalRequest
 from sluice.config import ProviderConfig
 from sluice.errors import UpstreamError, status_error_type
 from sluice.providers.base import RETRYABLE, Adapter, Event, unsupported
@@ -58,7 +58,7 @@ class GeminiAdapter(Adapter):
 
     # --- request -----------------------------------------------------------------------------
 
-    def check(self, parsed: ParsedRequest, model: str) -> None:
+    def check(self, parsed: CanonicalRequest, model: str) -> None:
         for i, tool in enumerate(parsed.req.tools or ()):
             kind = tool.get("type")
             if kind == "function" or kind == "code_interpreter":
@@ -83,12 +83,12 @@ class GeminiAdapter(Adapter):
                         raise unsupported(f"input[{i}].content[{j}]", "Non-text content in a system message",
                                           self.name)
 
-    def body(self, parsed: ParsedRequest, model: str) -> bytes:
+    def body(self, parsed: CanonicalRequest, model: str) -> bytes:
         return _encode(build_body(parsed, model, self.name, self.config.options, self.prefix))
 
     # --- non-streaming -----------------------------------------------------------------------
 
-    async def create(self, parsed: ParsedRequest, model: str) -> dict[str, Any]:
+    async def create(self, parsed: CanonicalRequest, model: str) -> dict[str, Any]:
         data = await self.post_json(self.url(model, False), self.body(parsed, model), self._headers)
         self._check_answer(data)
         translator = GeminiTranslator(parsed, model)
@@ -105,7 +105,7 @@ class GeminiAdapter(Adapter):
 
     # --- streaming ---------------------------------------------------------------------------
 
-    async def stream(self, parsed: ParsedRequest, model: str) -> AsyncIterator[list[Event]]:
+    async def stream(self, parsed: CanonicalRequest, model: str) -> AsyncIterator[list[Event]]:
         resp = await self.post_stream(self.url(model, True), self.body(parsed, model), self._headers)
         try:
             translator = GeminiTranslator(parsed, model)
@@ -113,9 +113,9 @@ class GeminiAdapter(Adapter):
                 # Without alt=sse (a proxy that drops the query) Gemini streams one JSON array.
                 yield await self._json_array(resp, translator)
                 return
-            # response.created waits for the first candidate: an error chunk before it (a 200 stream
-            # whose first chunk is `{"error": ...}`) is raised as this route's failure, so the
-            # gateway can still try the next route.
+            # An error chunk before the first candidate (a 200 stream whose first chunk is
+            # `{"error": ...}`) is raised with the status its own code names, so routing can act on
+            # it like on an HTTP error.
             started = False
 
             def translate(blocks: list[tuple[str | None, bytes]]) -> list[Event]:
@@ -129,7 +129,6 @@ class GeminiAdapter(Adapter):
                         if not (events or translator.answered):
                             continue  # usage / prompt feedback only: nothing to show yet
                         started = True
-                        batch += translator.start()
                     batch += events
                     if translator.error is not None:
                         break
@@ -137,9 +136,7 @@ class GeminiAdapter(Adapter):
 
             async for batch in self.sse_batches(resp, translate, lambda: translator.error is not None):
                 yield batch
-            tail = translator.finish()
-            if tail and not started:
-                tail = translator.start() + tail  # e.g. a blocked prompt: no candidate, a refusal
+            tail = translator.finish()  # e.g. a blocked prompt: no candidate, a refusal
             if tail:
                 yield tail
         except NetworkError as exc:
@@ -153,7 +150,7 @@ class GeminiAdapter(Adapter):
         except msgspec.DecodeError:
             raise self.invalid_response() from None
         self._check_answer(data)
-        events = translator.start()
+        events: list[Event] = []
         for chunk in data if isinstance(data, list) else (data,):
             if isinstance(chunk, dict):
                 events += translator.feed(chunk)

@@ -30,7 +30,7 @@ from typing import Any
 import msgspec
 
 from sluice.canonical.reasoning import unseal
-from sluice.canonical.request import ParsedRequest
+from sluice.canonical.request import CanonicalRequest
 from sluice.errors import InvalidRequest
 from sluice.providers.base import unsupported
 from sluice.providers.gemini_schema import to_openapi_schema
@@ -51,7 +51,7 @@ JSON_OBJECT_NOTE = ("When you give your final answer (not a function call), resp
 JSON_SCHEMA_NOTE = JSON_OBJECT_NOTE + " The JSON object must match this JSON Schema:\n"
 
 
-def build_body(parsed: ParsedRequest, model: str, provider: str, options: dict[str, Any],
+def build_body(parsed: CanonicalRequest, model: str, provider: str, options: dict[str, Any],
                prefix: str) -> dict[str, Any]:
     """The request body for `model`; `prefix` (`{base_url}/v1beta`) resolves `files/...` ids."""
     return _BodyBuilder(provider, options, prefix).body(parsed, model)
@@ -69,7 +69,7 @@ class _BodyBuilder:
         self.openapi_schemas = options.get("schema_mode") == "openapi"
         self.send_call_ids = bool(options.get("function_call_ids", False))
 
-    def body(self, parsed: ParsedRequest, model: str) -> dict[str, Any]:
+    def body(self, parsed: CanonicalRequest, model: str) -> dict[str, Any]:
         req = parsed.req
         options = self.options
         contents, system = self.contents(parsed, model)
@@ -99,7 +99,7 @@ class _BodyBuilder:
             body.update(extra)
         return body
 
-    def contents(self, parsed: ParsedRequest, model: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    def contents(self, parsed: CanonicalRequest, model: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Input items -> (`contents`, `systemInstruction` parts)."""
         history = _History(self, parsed.items, model)
         if parsed.req.instructions:
@@ -225,7 +225,7 @@ class _BodyBuilder:
                 media = [part for part in media if set(part) != {"inlineData"}]
         return [{"functionResponse": function_response}, *media]
 
-    def tools(self, parsed: ParsedRequest) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    def tools(self, parsed: CanonicalRequest) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
         req = parsed.req
         declarations: list[dict[str, Any]] = []
         hosted: dict[str, dict[str, Any]] = {}
@@ -269,7 +269,7 @@ class _BodyBuilder:
         tools = ([{"functionDeclarations": declarations}] if declarations else []) + list(hosted.values())
         return tools, ({"functionCallingConfig": config} if config else None)
 
-    def generation_config(self, parsed: ParsedRequest, model: str, json_mode: bool = True) -> dict[str, Any]:
+    def generation_config(self, parsed: CanonicalRequest, model: str, json_mode: bool = True) -> dict[str, Any]:
         req = parsed.req
         config: dict[str, Any] = {}
         if req.max_output_tokens is not None:
@@ -300,7 +300,7 @@ class _BodyBuilder:
             config["thinkingConfig"] = thinking
         return config
 
-    def thinking_config(self, parsed: ParsedRequest, model: str) -> dict[str, Any]:
+    def thinking_config(self, parsed: CanonicalRequest, model: str) -> dict[str, Any]:
         reasoning = parsed.req.reasoning
         if reasoning is None:
             return {}

@@ -18,7 +18,7 @@ import msgspec
 
 from sluice.canonical.ids import new_id
 from sluice.canonical.reasoning import seal
-from sluice.canonical.request import ParsedRequest
+from sluice.canonical.request import CanonicalRequest
 from sluice.canonical.stream import ResponseEventBuilder
 from sluice.providers.base import Event
 from sluice.providers.gemini_request import PROTOCOL
@@ -43,7 +43,7 @@ _COMPLETED = frozenset({"STOP", "FINISH_REASON_UNSPECIFIED"})
 class GeminiTranslator:
     """GenerateContentResponse chunks (or one whole response) -> Responses events."""
 
-    def __init__(self, parsed: ParsedRequest, model: str) -> None:
+    def __init__(self, parsed: CanonicalRequest, model: str) -> None:
         self.builder = ResponseEventBuilder()
         self.model = model
         self.keep_signatures = parsed.wants("reasoning.encrypted_content")
@@ -67,9 +67,6 @@ class GeminiTranslator:
         self._text: list[str] = []  # the open message's text, for grounding offsets
         self._queries: list[str] = []
         self._sources: list[dict[str, Any]] = []
-
-    def start(self) -> list[Event]:
-        return self.builder.start()
 
     def feed_bytes(self, data: bytes) -> list[Event]:
         try:

@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 
 from sluice.canonical.ids import new_id
-from sluice.canonical.request import ParsedRequest
+from sluice.canonical.request import CanonicalRequest
 from sluice.canonical.stream import ResponseEventBuilder
 from sluice.config import ProviderConfig
 from sluice.providers.base import Adapter, Event, unsupported
@@ -38,7 +38,7 @@ class OpenAIChatAdapter(Adapter):
 
     # --- request -----------------------------------------------------------------------------
 
-    def check(self, parsed: ParsedRequest, model: str) -> None:
+    def check(self, parsed: CanonicalRequest, model: str) -> None:
         for i, tool in enumerate(parsed.req.tools or ()):
             if tool.get("type") != "function":
                 raise unsupported(f"tools[{i}].type", f"The '{tool.get('type')}' tool", self.name)
@@ -49,7 +49,7 @@ class OpenAIChatAdapter(Adapter):
             if item["type"] == "item_reference":
                 raise unsupported(f"input[{i}]", "An item_reference input", self.name)
 
-    def body(self, parsed: ParsedRequest, model: str, stream: bool) -> dict[str, Any]:
+    def body(self, parsed: CanonicalRequest, model: str, stream: bool) -> dict[str, Any]:
         req = parsed.req
         body: dict[str, Any] = {"model": model, "messages": to_messages(parsed)}
         if stream:
@@ -96,7 +96,7 @@ class OpenAIChatAdapter(Adapter):
 
     # --- non-streaming -----------------------------------------------------------------------
 
-    async def create(self, parsed: ParsedRequest, model: str) -> dict[str, Any]:
+    async def create(self, parsed: CanonicalRequest, model: str) -> dict[str, Any]:
         data = await self.post_json(self._url, _encode(self.body(parsed, model, False)), self._headers)
         if isinstance(data, dict) and data.get("error"):
             raise self.error_from_body(502, _encode(data))
@@ -104,7 +104,7 @@ class OpenAIChatAdapter(Adapter):
 
     # --- streaming ---------------------------------------------------------------------------
 
-    async def stream(self, parsed: ParsedRequest, model: str) -> AsyncIterator[list[Event]]:
+    async def stream(self, parsed: CanonicalRequest, model: str) -> AsyncIterator[list[Event]]:
         resp = await self.post_stream(self._url, _encode(self.body(parsed, model, True)), self._headers)
         translator = ChunkTranslator()
 
@@ -118,7 +118,6 @@ class OpenAIChatAdapter(Adapter):
             return batch
 
         try:
-            yield translator.start()
             async for batch in self.sse_batches(resp, translate, lambda: translator.done):
                 yield batch
             tail = translator.finish()
@@ -138,9 +137,6 @@ class ChunkTranslator:
         self.error: dict[str, Any] | None = None
         self.done = False  # the upstream said `data: [DONE]`: the stream ended on purpose
         self._last_call: Any = None
-
-    def start(self) -> list[Event]:
-        return self.builder.start()
 
     def feed(self, chunk: dict[str, Any]) -> list[Event]:
         events: list[Event] = []
@@ -211,7 +207,7 @@ class ChunkTranslator:
 # --- translation helpers -----------------------------------------------------------------------
 
 
-def to_messages(parsed: ParsedRequest) -> list[dict[str, Any]]:
+def to_messages(parsed: CanonicalRequest) -> list[dict[str, Any]]:
     """Responses input items -> chat messages; consecutive assistant pieces merge into one message."""
     messages: list[dict[str, Any]] = []
     if parsed.req.instructions:

@@ -1,8 +1,10 @@
 """OpenAI Responses API upstream (`type: openai`): the canonical shape on the wire.
 
-The request is the client's own JSON minus Sluice's extensions; answers pass through, with the
-stream's item ids made stable (some Responses-compatible servers rotate them between events,
-which the official SDK rejects).
+The request is the canonical one on the wire: its typed fields and items, plus the top-level
+fields Sluice does not model (`CanonicalRequest.extra`, OpenAI-native fields passed through
+untouched), minus Sluice's extensions. Answers pass through, with the stream's item ids made
+stable (some Responses-compatible servers rotate them between events, which the official SDK
+rejects) and the lifecycle events left to the pipeline.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 import msgspec
 
 from sluice.canonical.reasoning import is_sealed
-from sluice.canonical.request import ParsedRequest
+from sluice.canonical.request import CanonicalRequest
 from sluice.config import ProviderConfig
 from sluice.providers.base import Adapter, Event
 from sluice.providers.transport import UpstreamClient
@@ -41,21 +43,23 @@ class OpenAIResponsesAdapter(Adapter):
         if config.api_key:
             self._headers["authorization"] = f"Bearer {config.api_key}"
 
-    def body(self, parsed: ParsedRequest, model: str, stream: bool) -> bytes:
-        body = {k: v for k, v in parsed.raw.items() if k not in _NOT_FORWARDED}
+    def body(self, parsed: CanonicalRequest, model: str, stream: bool) -> bytes:
+        body = {**parsed.extra}
+        for name, value in msgspec.structs.asdict(parsed.req).items():
+            if value is not None and name not in _NOT_FORWARDED:
+                body[name] = value  # nested Structs (reasoning, text) are encoded as they are
         body["model"] = model
         body["stream"] = stream
         if body.get("prompt_cache_retention") == "in-memory":
             body["prompt_cache_retention"] = "in_memory"
-        if isinstance(body.get("input"), list):
-            # Reasoning sealed for another provider would be rejected by OpenAI: leave it out.
-            body["input"] = [_strip(item) for item in body["input"]
-                             if not (item.get("type") == "reasoning" and is_sealed(item.get("encrypted_content")))]
+        # Reasoning sealed for another provider would be rejected by OpenAI: leave it out.
+        body["input"] = [_strip(item) for item in parsed.items
+                         if not (item.get("type") == "reasoning" and is_sealed(item.get("encrypted_content")))]
         if body.get("tools"):
             body["tools"] = [_strip(tool) for tool in body["tools"]]
         return _encode(body)
 
-    async def create(self, parsed: ParsedRequest, model: str) -> dict[str, Any]:
+    async def create(self, parsed: CanonicalRequest, model: str) -> dict[str, Any]:
         result = await self.post_json(self._url, self.body(parsed, model, False), self._headers)
         if result.get("status") == "failed" and result.get("error"):
             err = result["error"]
@@ -65,13 +69,24 @@ class OpenAIResponsesAdapter(Adapter):
             result["status"] = "incomplete" if result.get("incomplete_details") else "completed"
         return result
 
-    async def stream(self, parsed: ParsedRequest, model: str) -> AsyncIterator[list[Event]]:
+    async def stream(self, parsed: CanonicalRequest, model: str) -> AsyncIterator[list[Event]]:
         resp = await self.post_stream(self._url, self.body(parsed, model, True), self._headers)
         ids = _StableIds()
 
         def translate(blocks: list[tuple[str | None, bytes]]) -> list[Event]:
-            # Some Responses-compatible servers end like chat streams, with [DONE].
-            return [_event(name, data, ids) for name, data in blocks if data != b"[DONE]"]
+            batch = []
+            for name, data in blocks:
+                # Some Responses-compatible servers end like chat streams, with [DONE].
+                if name in _LIFECYCLE or data == b"[DONE]":
+                    continue  # the pipeline sends its own, once the stream has content
+                event = ids.apply(_decode(data))
+                kind = event.get("type")
+                if kind in _LIFECYCLE:
+                    continue
+                if kind == "error":
+                    event = _flat_error(event)
+                batch.append(event)
+            return batch
 
         try:
             async for batch in self.sse_batches(resp, translate):
@@ -83,12 +98,16 @@ class OpenAIResponsesAdapter(Adapter):
 _LIFECYCLE = frozenset({"response.created", "response.in_progress", "response.queued"})
 
 
-def _event(name: str | None, data: bytes, ids: _StableIds) -> Event:
-    # Some Responses-compatible servers end like chat streams, with [DONE] (filtered by the caller).
-    if name in _LIFECYCLE:
-        # The gateway replaces a lifecycle event's Response with its own: no need to decode it.
-        return {"type": name, "response": {}}
-    return ids.apply(_decode(data))
+def _flat_error(event: Event) -> Event:
+    """The canonical `error` event: code, message and param at the top level.
+
+    OpenAI's API nests them (`{"error": {code, message, param}}`) while its SDK types read them at
+    the top level.
+    """
+    nested = event.get("error")
+    source = nested if isinstance(nested, dict) else event
+    return {"type": "error", "code": source.get("code"), "message": source.get("message") or
+            "The upstream reported an error.", "param": source.get("param")}
 
 
 def _strip(obj: Any) -> Any:

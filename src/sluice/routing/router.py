@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sluice.canonical.request import ParsedRequest
+from sluice.canonical.request import CanonicalRequest
 from sluice.errors import GatewayError, InvalidRequest
 from sluice.routing.catalog import Catalog, Route
 
@@ -24,7 +24,7 @@ _NEEDS = {
 }
 
 
-def required_capabilities(parsed: ParsedRequest) -> list[str]:
+def required_capabilities(parsed: CanonicalRequest) -> list[str]:
     req = parsed.req
     needs = []
     if req.tools and any(tool.get("type") == "function" for tool in req.tools):
@@ -50,7 +50,7 @@ def required_capabilities(parsed: ParsedRequest) -> list[str]:
     return needs
 
 
-def plan(parsed: ParsedRequest, catalog: Catalog) -> Sequence[Route]:
+def plan(parsed: CanonicalRequest, catalog: Catalog) -> Sequence[Route]:
     """Candidate routes in order; raises `NotFound` / `InvalidRequest` when there are none."""
     unique = catalog.resolve(parsed.req.model)
     routing = parsed.req.routing

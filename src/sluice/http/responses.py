@@ -1,0 +1,65 @@
+"""The Responses surface: `POST /v1/responses` in, the pipeline, a Response or its SSE stream out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sluice.canonical.request import parse_request
+from sluice.config import ServerConfig
+from sluice.errors import GatewayError
+from sluice.http.asgi import (
+    Send,
+    UnsupportedMediaType,
+    cancel_on_disconnect,
+    header,
+    read_body,
+    send_error,
+    send_json,
+    send_sse,
+)
+from sluice.http.routes import Call
+from sluice.http.sse import ResponsesEventEncoder
+from sluice.pipeline import Pipeline
+
+
+class ResponsesSurface:
+    def __init__(self, pipeline: Pipeline, server: ServerConfig) -> None:
+        self.pipeline = pipeline
+        self.server = server
+
+    async def create(self, call: Call) -> None:
+        content_type = header(call.scope, b"content-type")
+        if content_type is not None and not content_type.split(b";")[0].strip().lower().endswith(b"json"):
+            raise UnsupportedMediaType(
+                f"Unsupported content type: '{content_type.decode('latin-1')}'. This endpoint only accepts "
+                "'application/json' requests.",
+                code="unsupported_content_type")
+        body = await read_body(call.scope, call.receive, self.server.max_body_bytes)
+        request = parse_request(body)
+        pipeline = self.pipeline
+        ctx = pipeline.context(call.caller, request)
+        send = call.send
+        if request.stream:
+            async def run_stream() -> None:
+                stream = await pipeline.open_stream(ctx)
+                try:
+                    await send_sse(send, stream, ResponsesEventEncoder().encode)
+                finally:
+                    # After the client's response has ended: reading the upstream's tail (to reuse
+                    # its connection) never delays the client.
+                    await stream.aclose()
+
+            await cancel_on_disconnect(call.receive, _reporting(send, run_stream()))
+        else:
+            async def run() -> None:
+                await send_json(send, 200, await pipeline.create(ctx))
+
+            await cancel_on_disconnect(call.receive, _reporting(send, run()))
+
+
+async def _reporting(send: Send, work: Any) -> None:
+    # Errors must be answered inside the cancellable task: the response belongs to it.
+    try:
+        await work
+    except GatewayError as exc:
+        await send_error(send, exc)

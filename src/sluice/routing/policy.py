@@ -1,0 +1,86 @@
+"""The routing policy: asked before and after every attempt the pipeline makes.
+
+The attempt loop (`pipeline/attempts.py`) owns the mechanics — candidates in order, one attempt
+record per call, the deadline, the cap on attempts — and asks the policy two questions: may this
+route be tried now (`before_attempt`: a route in cooldown says no), and after an attempt ended,
+what next (`after_attempt`: retry the same route after a pause, move to the next candidate, or
+stop). Live metrics, cooldowns and cache affinity are policies; the loop does not change for them.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from sluice.config import RoutingConfig
+from sluice.errors import CLIENT_FAULT
+from sluice.routing.catalog import Route
+
+if TYPE_CHECKING:
+    from sluice.pipeline.context import Attempt, RequestContext
+
+
+class Action(enum.Enum):
+    RETRY = "retry"  # the same route again, after `Decision.delay` seconds
+    NEXT = "next"  # the next candidate route
+    STOP = "stop"  # no other attempt: the request has failed
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    action: Action
+    delay: float = 0.0
+
+
+NEXT = Decision(Action.NEXT)
+STOP = Decision(Action.STOP)
+
+
+class RoutingPolicy(Protocol):
+    def before_attempt(self, ctx: RequestContext, route: Route) -> bool:
+        """Whether `route` may be tried now; False records it as skipped."""
+        ...
+
+    def after_attempt(self, ctx: RequestContext, attempt: Attempt) -> Decision:
+        """Called once for every attempt when it ends (`ctx.attempts` holds the earlier ones).
+
+        Only a failure's decision is acted on; after a success the call is the policy's chance
+        to learn (latency, errors) and the answer is ignored.
+        """
+        ...
+
+
+class DefaultPolicy:
+    """Candidates in order; a retryable failure is retried `retries` times, then the next route.
+
+    A failure that says the request itself is wrong (400/413/422) stops at once: another route
+    would refuse it too. A `Retry-After` sets the pause before a retry; one longer than
+    `max_retry_wait`, or one that would end past the request's deadline, moves on instead.
+    """
+
+    def __init__(self, config: RoutingConfig) -> None:
+        self.config = config
+
+    def before_attempt(self, ctx: RequestContext, route: Route) -> bool:
+        return True
+
+    def after_attempt(self, ctx: RequestContext, attempt: Attempt) -> Decision:
+        error = attempt.error
+        if error is None:
+            return NEXT
+        if error.status in CLIENT_FAULT:
+            return STOP
+        tries = sum(1 for earlier in ctx.attempts if earlier.route == attempt.route and earlier.outcome == "error")
+        if not error.retryable or tries > self.config.retries:
+            return NEXT
+        if error.retry_after is not None:
+            delay = error.retry_after
+        else:
+            # Exponential backoff with full jitter, so synchronized clients don't retry in step.
+            delay = self.config.retry_backoff * (2 ** (tries - 1)) * random.uniform(0.5, 1.0)
+        if delay > self.config.max_retry_wait or time.monotonic() + delay > ctx.deadline:
+            return NEXT
+        return Decision(Action.RETRY, delay)
