@@ -196,3 +196,18 @@ def test_hooks_run_for_a_refused_request_and_a_failed_stream(gw: RunningGateway,
     assert [e["type"] for e in events][-2:] == ["error", "response.failed"]
     entry = hook.seen[events[-1]["response"]["id"]]
     assert entry["status"] == "failed" and entry["attempts"][-1][1] == "error"
+
+
+def test_hooks_run_when_the_client_leaves_mid_stream(gw: RunningGateway, upstream: ReplayServer) -> None:
+    hook = _log(gw)
+    upstream.enqueue(load(CHAT_STREAM)[0], event_delay=0.05)  # seconds to read to the end
+    with httpx.stream("POST", f"{gw.url}/v1/responses", headers=AUTH, timeout=20,
+                      json={"model": "chat", "input": "hi", "stream": True}) as resp:
+        for line in resp.iter_lines():
+            if "output_text.delta" in line:
+                break  # the client walks away
+    deadline = time.monotonic() + 5
+    while not any(e["error"] == 499 for e in hook.seen.values()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = [e for e in hook.seen.values() if e["error"] == 499]
+    assert left and left[0]["attempts"][-1][:2] == ("replay-chat/gpt-4o-2024-08-06", "error")

@@ -78,6 +78,9 @@ class Pipeline:
         except GatewayError as exc:
             await self._refused(ctx, exc)
             raise
+        except asyncio.CancelledError:
+            self.abandon(ctx)
+            raise
         attempt = ctx.attempts[-1]
         attempt.first_token = now = time.monotonic()
         attempt.succeed(now)
@@ -100,6 +103,9 @@ class Pipeline:
                                                  limits=self.config.routing)
         except GatewayError as exc:
             await self._refused(ctx, exc)
+            raise
+        except asyncio.CancelledError:
+            self.abandon(ctx)
             raise
         return ResponseStream(self, ctx, ctx.attempts[-1], first, upstream, self.stages)
 
@@ -185,16 +191,19 @@ class Pipeline:
         ctx.error = error
         await self.end(ctx)
 
-    def finish_abandoned(self, ctx: RequestContext, attempt: Attempt) -> None:
-        """The client left mid-stream: record it and run the hooks in the background.
+    def abandon(self, ctx: RequestContext) -> None:
+        """The client left before the end: record it and run the hooks in the background.
 
         The request's task is being cancelled, so the hooks (which may charge what the provider
         already billed) run in a task of their own.
         """
-        attempt.fail(UpstreamError("The client disconnected before the response completed.",
-                                   provider=attempt.route.provider, retryable=False, status=499,
-                                   code="client_disconnected"), time.monotonic())
-        ctx.error = attempt.error
+        gone = UpstreamError("The client disconnected before the response completed.", provider="client",
+                             retryable=False, status=499, code="client_disconnected")
+        now = time.monotonic()
+        for attempt in ctx.attempts:
+            if attempt.outcome == "pending":
+                attempt.fail(gone, now)
+        ctx.error = gone
         if self.hooks:
             task = asyncio.get_running_loop().create_task(run_hooks(self.hooks, ctx))
             self._background.add(task)

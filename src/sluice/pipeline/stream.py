@@ -14,7 +14,6 @@ no sequence numbers, no SSE: the HTTP surface encodes them — and guarantees th
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -94,9 +93,6 @@ class ResponseStream:
                 batch = await anext(source, None)
         except GatewayError as exc:
             failure = self._failure_from(exc)
-        except asyncio.CancelledError:
-            self.pipeline.finish_abandoned(ctx, self.attempt)
-            raise
         except Exception as exc:  # any break in the upstream stream ends in response.failed
             failure = {"code": "upstream_stream_error", "message": self.adapter.redact_secrets(
                 f"The upstream stream broke: {describe_network_error(exc)}")}
@@ -150,6 +146,10 @@ class ResponseStream:
 
     async def aclose(self) -> None:
         """Release the upstream: after the client's response has ended, or when it is cancelled."""
+        if not self.ended:
+            # The client left (or the surface stopped reading) before the terminal event.
+            self.ended = True
+            self.pipeline.abandon(self.ctx)
         if self._source is not None:
             await self._source.aclose()  # type: ignore[attr-defined]
         aclose = getattr(self._upstream, "aclose", None)
