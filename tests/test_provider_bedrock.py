@@ -36,8 +36,9 @@ from sluice.canonical.request import parse_request
 from sluice.config import ProviderConfig
 from sluice.providers import bedrock as bedrock_module
 from sluice.providers.bedrock import BedrockAdapter
-from sluice.providers.bedrock_request import THINKING_ANSWER_TOKENS, THINKING_BUDGETS, build_body, model_family
+from sluice.providers.bedrock_request import build_body, model_family
 from sluice.providers.bedrock_response import ConverseTranslator, usage
+from sluice.providers.claude_policy import ANSWER_ROOM, THINKING_BUDGETS
 from tests import bedrock_make_recordings as made
 from tests.conftest import MASTER_KEY, _free_port, running_gateway
 from tests.replay.recordings import Exchange, all_recordings, fixtures_root, load
@@ -216,7 +217,7 @@ def normalized_sent(sent: dict[str, Any], recorded: dict[str, Any]) -> dict[str,
     thinking = (sent.get("additionalModelRequestFields") or {}).get("thinking")
     if thinking and "maxTokens" not in (recorded.get("inferenceConfig") or {}):
         # Sluice gives thinking room explicitly (budget + answer); the recording relied on the default.
-        assert sent["inferenceConfig"]["maxTokens"] == thinking["budget_tokens"] + THINKING_ANSWER_TOKENS
+        assert sent["inferenceConfig"]["maxTokens"] == thinking["budget_tokens"] + ANSWER_ROOM
         del sent["inferenceConfig"]["maxTokens"]
         if not sent["inferenceConfig"]:
             del sent["inferenceConfig"]
@@ -722,7 +723,7 @@ def test_tool_loop_with_reasoning(bclient: openai.OpenAI, upstream: ReplayServer
     verify_sigv4(upstream.requests[-1], upstream.url)
     assert upstream.requests[-1].path.endswith("/converse-stream" if streamed else "/converse")
     assert sent1["additionalModelRequestFields"] == {"thinking": {"type": "enabled", "budget_tokens": 2048}}
-    assert sent1["inferenceConfig"] == {"maxTokens": 2048 + THINKING_ANSWER_TOKENS}
+    assert sent1["inferenceConfig"] == {"maxTokens": 2048 + ANSWER_ROOM}
     assert sent1["toolConfig"] == {"tools": [{"toolSpec": {"name": "get_weather", "description":
                                                            "Current weather for a city.",
                                                            "inputSchema": {"json": WEATHER_TOOL["parameters"]}}}]}
@@ -830,12 +831,15 @@ def test_parse_with_tool_emulation(bclient: openai.OpenAI, upstream: ReplayServe
     sent = assert_valid_converse(upstream.requests[-1])
     assert sent["toolConfig"]["toolChoice"] == {"tool": {"name": "CityLocation"}}
     assert "outputConfig" not in sent
-    # With reasoning on, Claude may not be forced to call a tool: the answer tool is offered instead.
+    # Claude cannot think while a tool is forced: with reasoning asked for, the answer tool stays
+    # forced and thinking is left off (the format is the client's contract), as on Anthropic.
     upstream.enqueue(json_exchange(answer))
-    bclient.responses.parse(model="claude-bedrock-tooljson", input="Largest city in Mexico?",
-                            text_format=CityLocation, reasoning={"effort": "low"})
+    parsed = bclient.responses.parse(model="claude-bedrock-tooljson", input="Largest city in Mexico?",
+                                     text_format=CityLocation, reasoning={"effort": "low"})
+    assert parsed.output_parsed == CityLocation(city="Mexico City", country="Mexico")
     sent = assert_valid_converse(upstream.requests[-1])
-    assert sent["toolConfig"]["toolChoice"] == {"auto": {}} and "thinking" in sent["additionalModelRequestFields"]
+    assert sent["toolConfig"]["toolChoice"] == {"tool": {"name": "CityLocation"}}
+    assert "additionalModelRequestFields" not in sent
 
 
 # --- the request mapping ------------------------------------------------------------------------
@@ -963,13 +967,13 @@ def _body(request: dict[str, Any], model: str = CLAUDE_45, options: dict[str, An
     ("model", "request_", "options", "expected"),
     [
         (CLAUDE_45, {"reasoning": {"effort": "high"}}, {},
-         ({"thinking": {"type": "enabled", "budget_tokens": 16384}}, {"maxTokens": 16384 + THINKING_ANSWER_TOKENS})),
+         ({"thinking": {"type": "enabled", "budget_tokens": 16384}}, {"maxTokens": 16384 + ANSWER_ROOM})),
         (CLAUDE_45, {"reasoning": {"effort": "high"}, "max_output_tokens": 4000}, {},
          ({"thinking": {"type": "enabled", "budget_tokens": 2000}}, {"maxTokens": 4000})),
         (CLAUDE_45, {"reasoning": {"effort": "low"}, "max_output_tokens": 1000}, {}, (None, {"maxTokens": 1000})),
         (CLAUDE_45, {"reasoning": {"effort": "none"}}, {}, (None, None)),
         (CLAUDE_45, {"reasoning": {"effort": "low"}}, {"thinking_budgets": {"low": 3000}},
-         ({"thinking": {"type": "enabled", "budget_tokens": 3000}}, {"maxTokens": 3000 + THINKING_ANSWER_TOKENS})),
+         ({"thinking": {"type": "enabled", "budget_tokens": 3000}}, {"maxTokens": 3000 + ANSWER_ROOM})),
         ("global.anthropic.claude-opus-4-6-v1", {"reasoning": {"effort": "xhigh"}}, {"reasoning": "adaptive"},
          ({"thinking": {"type": "adaptive"}}, None)),
         ("us.amazon.nova-2-lite-v1:0", {"reasoning": {"effort": "minimal"}}, {},
@@ -980,7 +984,7 @@ def _body(request: dict[str, Any], model: str = CLAUDE_45, options: dict[str, An
          (None, None)),
         (CLAUDE_45, {"reasoning": {"effort": "low"}}, {"additional_model_request_fields": {"top_k": 5}},
          ({"top_k": 5, "thinking": {"type": "enabled", "budget_tokens": 2048}},
-          {"maxTokens": 2048 + THINKING_ANSWER_TOKENS})),
+          {"maxTokens": 2048 + ANSWER_ROOM})),
     ],
 )
 def test_reasoning_mapping(model: str, request_: dict[str, Any], options: dict[str, Any], expected: Any) -> None:
@@ -1022,7 +1026,7 @@ def test_sampling_parameters() -> None:
     assert _body({"top_p": 0.8})["inferenceConfig"] == {"topP": 0.8}
     # Claude rejects sampling parameters while thinking.
     assert _body({**both, "reasoning": {"effort": "low"}})["inferenceConfig"] == {
-        "maxTokens": 2048 + THINKING_ANSWER_TOKENS}
+        "maxTokens": 2048 + ANSWER_ROOM}
     assert _body({"text": {"format": {"type": "json_object"}}})["system"] == [
         {"text": "Respond with a single valid JSON object and nothing else."}]
 
