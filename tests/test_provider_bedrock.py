@@ -14,9 +14,10 @@ import hashlib
 import hmac
 import json
 import re
-import time
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import unquote
 
@@ -26,7 +27,7 @@ import pydantic
 import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
+from botocore.credentials import Credentials, ReadOnlyCredentials
 from botocore.model import ServiceModel
 from botocore.validate import ParamValidator
 from openai.types.responses import Response, ResponseStreamEvent
@@ -669,20 +670,53 @@ def test_missing_credentials_is_a_clear_error(aws_env: pytest.MonkeyPatch) -> No
     assert getattr(info.value, "status", None) == 500
 
 
-def test_signing_cost_per_request() -> None:
-    """Measured: SigV4 over a typical body costs well under a millisecond once credentials are cached."""
-    adapter = _adapter(region="us-east-1", aws_access_key_id="AKIDTEST", aws_secret_access_key=SECRET)
-    payload = json.dumps({"messages": [{"role": "user", "content": [{"text": "x" * 4000}]}]}).encode()
-    url = adapter.url(CLAUDE_45, False)
+class _RefreshableSource:
+    """A refreshable credential source (STS, SSO, IMDS) with botocore's interface, spied on."""
 
-    async def run(n: int) -> float:
-        start = time.perf_counter()
-        for _ in range(n):
-            await adapter.signed_headers(url, payload)
-        return (time.perf_counter() - start) / n
+    def __init__(self) -> None:
+        self.due = False
+        self.frozen_on: list[int] = []  # the thread of each get_frozen_credentials call
 
-    per_request = asyncio.run(run(300))
-    assert per_request < 0.002, f"{per_request * 1e6:.0f} µs per signature"
+    def refresh_needed(self) -> bool:
+        return self.due
+
+    def get_frozen_credentials(self) -> ReadOnlyCredentials:
+        self.frozen_on.append(threading.get_ident())
+        self.due = False
+        return ReadOnlyCredentials(f"AKIDREFRESHED{len(self.frozen_on)}", "refreshed-secret", "token")
+
+
+def test_credentials_resolved_once_and_refreshed_off_the_event_loop(aws_env: pytest.MonkeyPatch) -> None:
+    """The credential chain is built once, in a worker thread; signing reuses the frozen credentials
+    until botocore says they are due, and refreshing them also runs off the event loop."""
+    source = _RefreshableSource()
+    sessions: list[int] = []
+
+    def fake_session(**_: Any) -> Any:
+        sessions.append(threading.get_ident())
+        return SimpleNamespace(get_config_variable=lambda name: None, get_credentials=lambda: source)
+
+    aws_env.setattr(bedrock_module, "Session", fake_session)
+    adapter = _adapter(region="us-east-1")
+    parsed = parse_request(b'{"model": "m", "input": "hi"}')
+
+    async def sign(times: int) -> list[str]:
+        keys = []
+        for _ in range(times):
+            _url, _payload, headers, _plan = await adapter._prepare(parsed, CLAUDE_45, False)
+            keys.append(re.search(r"Credential=([^/]+)/", headers["Authorization"]).group(1))  # type: ignore[union-attr]
+        return keys
+
+    async def run() -> tuple[int, list[str]]:
+        keys = await sign(20)
+        source.due = True  # botocore: the credentials expire soon
+        return threading.get_ident(), keys + await sign(3)
+
+    loop_thread, keys = asyncio.run(run())
+    assert keys == ["AKIDREFRESHED1"] * 20 + ["AKIDREFRESHED2"] * 3
+    assert len(sessions) == 1 and sessions[0] != loop_thread, "the chain is built once, off the event loop"
+    assert len(source.frozen_on) == 2, "frozen credentials are reused until they are due"
+    assert loop_thread not in source.frozen_on, "freezing (maybe an STS/IMDS call) runs off the event loop"
 
 
 # --- the conversation from the issue: a tool loop with reasoning on -------------------------
