@@ -29,9 +29,6 @@ VOLATILE = frozenset({"id", "created_at", "completed_at", "sequence_number"})
 
 _EVENT = TypeAdapter(ResponseStreamEvent)
 
-if not ROOT.is_dir():  # pragma: no cover - depends on the machine
-    pytest.skip(f"recorded fixtures not found at {ROOT}", allow_module_level=True)
-
 
 # --- recordings --------------------------------------------------------------------------------
 

@@ -14,9 +14,10 @@ import hashlib
 import hmac
 import json
 import re
-import time
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import unquote
 
@@ -26,7 +27,7 @@ import pydantic
 import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
+from botocore.credentials import Credentials, ReadOnlyCredentials
 from botocore.model import ServiceModel
 from botocore.validate import ParamValidator
 from openai.types.responses import Response, ResponseStreamEvent
@@ -36,8 +37,9 @@ from sluice.canonical.request import parse_request
 from sluice.config import ProviderConfig
 from sluice.providers import bedrock as bedrock_module
 from sluice.providers.bedrock import BedrockAdapter
-from sluice.providers.bedrock_request import THINKING_ANSWER_TOKENS, THINKING_BUDGETS, build_body, model_family
+from sluice.providers.bedrock_request import build_body, model_family
 from sluice.providers.bedrock_response import ConverseTranslator, usage
+from sluice.providers.claude_policy import ANSWER_ROOM, THINKING_BUDGETS
 from tests import bedrock_make_recordings as made
 from tests.conftest import MASTER_KEY, _free_port, running_gateway
 from tests.replay.recordings import Exchange, all_recordings, fixtures_root, load
@@ -216,7 +218,7 @@ def normalized_sent(sent: dict[str, Any], recorded: dict[str, Any]) -> dict[str,
     thinking = (sent.get("additionalModelRequestFields") or {}).get("thinking")
     if thinking and "maxTokens" not in (recorded.get("inferenceConfig") or {}):
         # Sluice gives thinking room explicitly (budget + answer); the recording relied on the default.
-        assert sent["inferenceConfig"]["maxTokens"] == thinking["budget_tokens"] + THINKING_ANSWER_TOKENS
+        assert sent["inferenceConfig"]["maxTokens"] == thinking["budget_tokens"] + ANSWER_ROOM
         del sent["inferenceConfig"]["maxTokens"]
         if not sent["inferenceConfig"]:
             del sent["inferenceConfig"]
@@ -668,20 +670,53 @@ def test_missing_credentials_is_a_clear_error(aws_env: pytest.MonkeyPatch) -> No
     assert getattr(info.value, "status", None) == 500
 
 
-def test_signing_cost_per_request() -> None:
-    """Measured: SigV4 over a typical body costs well under a millisecond once credentials are cached."""
-    adapter = _adapter(region="us-east-1", aws_access_key_id="AKIDTEST", aws_secret_access_key=SECRET)
-    payload = json.dumps({"messages": [{"role": "user", "content": [{"text": "x" * 4000}]}]}).encode()
-    url = adapter.url(CLAUDE_45, False)
+class _RefreshableSource:
+    """A refreshable credential source (STS, SSO, IMDS) with botocore's interface, spied on."""
 
-    async def run(n: int) -> float:
-        start = time.perf_counter()
-        for _ in range(n):
-            await adapter.signed_headers(url, payload)
-        return (time.perf_counter() - start) / n
+    def __init__(self) -> None:
+        self.due = False
+        self.frozen_on: list[int] = []  # the thread of each get_frozen_credentials call
 
-    per_request = asyncio.run(run(300))
-    assert per_request < 0.002, f"{per_request * 1e6:.0f} µs per signature"
+    def refresh_needed(self) -> bool:
+        return self.due
+
+    def get_frozen_credentials(self) -> ReadOnlyCredentials:
+        self.frozen_on.append(threading.get_ident())
+        self.due = False
+        return ReadOnlyCredentials(f"AKIDREFRESHED{len(self.frozen_on)}", "refreshed-secret", "token")
+
+
+def test_credentials_resolved_once_and_refreshed_off_the_event_loop(aws_env: pytest.MonkeyPatch) -> None:
+    """The credential chain is built once, in a worker thread; signing reuses the frozen credentials
+    until botocore says they are due, and refreshing them also runs off the event loop."""
+    source = _RefreshableSource()
+    sessions: list[int] = []
+
+    def fake_session(**_: Any) -> Any:
+        sessions.append(threading.get_ident())
+        return SimpleNamespace(get_config_variable=lambda name: None, get_credentials=lambda: source)
+
+    aws_env.setattr(bedrock_module, "Session", fake_session)
+    adapter = _adapter(region="us-east-1")
+    parsed = parse_request(b'{"model": "m", "input": "hi"}')
+
+    async def sign(times: int) -> list[str]:
+        keys = []
+        for _ in range(times):
+            _url, _payload, headers, _plan = await adapter._prepare(parsed, CLAUDE_45, False)
+            keys.append(re.search(r"Credential=([^/]+)/", headers["Authorization"]).group(1))  # type: ignore[union-attr]
+        return keys
+
+    async def run() -> tuple[int, list[str]]:
+        keys = await sign(20)
+        source.due = True  # botocore: the credentials expire soon
+        return threading.get_ident(), keys + await sign(3)
+
+    loop_thread, keys = asyncio.run(run())
+    assert keys == ["AKIDREFRESHED1"] * 20 + ["AKIDREFRESHED2"] * 3
+    assert len(sessions) == 1 and sessions[0] != loop_thread, "the chain is built once, off the event loop"
+    assert len(source.frozen_on) == 2, "frozen credentials are reused until they are due"
+    assert loop_thread not in source.frozen_on, "freezing (maybe an STS/IMDS call) runs off the event loop"
 
 
 # --- the conversation from the issue: a tool loop with reasoning on -------------------------
@@ -722,7 +757,7 @@ def test_tool_loop_with_reasoning(bclient: openai.OpenAI, upstream: ReplayServer
     verify_sigv4(upstream.requests[-1], upstream.url)
     assert upstream.requests[-1].path.endswith("/converse-stream" if streamed else "/converse")
     assert sent1["additionalModelRequestFields"] == {"thinking": {"type": "enabled", "budget_tokens": 2048}}
-    assert sent1["inferenceConfig"] == {"maxTokens": 2048 + THINKING_ANSWER_TOKENS}
+    assert sent1["inferenceConfig"] == {"maxTokens": 2048 + ANSWER_ROOM}
     assert sent1["toolConfig"] == {"tools": [{"toolSpec": {"name": "get_weather", "description":
                                                            "Current weather for a city.",
                                                            "inputSchema": {"json": WEATHER_TOOL["parameters"]}}}]}
@@ -830,12 +865,15 @@ def test_parse_with_tool_emulation(bclient: openai.OpenAI, upstream: ReplayServe
     sent = assert_valid_converse(upstream.requests[-1])
     assert sent["toolConfig"]["toolChoice"] == {"tool": {"name": "CityLocation"}}
     assert "outputConfig" not in sent
-    # With reasoning on, Claude may not be forced to call a tool: the answer tool is offered instead.
+    # Claude cannot think while a tool is forced: with reasoning asked for, the answer tool stays
+    # forced and thinking is left off (the format is the client's contract), as on Anthropic.
     upstream.enqueue(json_exchange(answer))
-    bclient.responses.parse(model="claude-bedrock-tooljson", input="Largest city in Mexico?",
-                            text_format=CityLocation, reasoning={"effort": "low"})
+    parsed = bclient.responses.parse(model="claude-bedrock-tooljson", input="Largest city in Mexico?",
+                                     text_format=CityLocation, reasoning={"effort": "low"})
+    assert parsed.output_parsed == CityLocation(city="Mexico City", country="Mexico")
     sent = assert_valid_converse(upstream.requests[-1])
-    assert sent["toolConfig"]["toolChoice"] == {"auto": {}} and "thinking" in sent["additionalModelRequestFields"]
+    assert sent["toolConfig"]["toolChoice"] == {"tool": {"name": "CityLocation"}}
+    assert "additionalModelRequestFields" not in sent
 
 
 # --- the request mapping ------------------------------------------------------------------------
@@ -963,13 +1001,13 @@ def _body(request: dict[str, Any], model: str = CLAUDE_45, options: dict[str, An
     ("model", "request_", "options", "expected"),
     [
         (CLAUDE_45, {"reasoning": {"effort": "high"}}, {},
-         ({"thinking": {"type": "enabled", "budget_tokens": 16384}}, {"maxTokens": 16384 + THINKING_ANSWER_TOKENS})),
+         ({"thinking": {"type": "enabled", "budget_tokens": 16384}}, {"maxTokens": 16384 + ANSWER_ROOM})),
         (CLAUDE_45, {"reasoning": {"effort": "high"}, "max_output_tokens": 4000}, {},
          ({"thinking": {"type": "enabled", "budget_tokens": 2000}}, {"maxTokens": 4000})),
         (CLAUDE_45, {"reasoning": {"effort": "low"}, "max_output_tokens": 1000}, {}, (None, {"maxTokens": 1000})),
         (CLAUDE_45, {"reasoning": {"effort": "none"}}, {}, (None, None)),
         (CLAUDE_45, {"reasoning": {"effort": "low"}}, {"thinking_budgets": {"low": 3000}},
-         ({"thinking": {"type": "enabled", "budget_tokens": 3000}}, {"maxTokens": 3000 + THINKING_ANSWER_TOKENS})),
+         ({"thinking": {"type": "enabled", "budget_tokens": 3000}}, {"maxTokens": 3000 + ANSWER_ROOM})),
         ("global.anthropic.claude-opus-4-6-v1", {"reasoning": {"effort": "xhigh"}}, {"reasoning": "adaptive"},
          ({"thinking": {"type": "adaptive"}}, None)),
         ("us.amazon.nova-2-lite-v1:0", {"reasoning": {"effort": "minimal"}}, {},
@@ -980,7 +1018,7 @@ def _body(request: dict[str, Any], model: str = CLAUDE_45, options: dict[str, An
          (None, None)),
         (CLAUDE_45, {"reasoning": {"effort": "low"}}, {"additional_model_request_fields": {"top_k": 5}},
          ({"top_k": 5, "thinking": {"type": "enabled", "budget_tokens": 2048}},
-          {"maxTokens": 2048 + THINKING_ANSWER_TOKENS})),
+          {"maxTokens": 2048 + ANSWER_ROOM})),
     ],
 )
 def test_reasoning_mapping(model: str, request_: dict[str, Any], options: dict[str, Any], expected: Any) -> None:
@@ -1022,7 +1060,7 @@ def test_sampling_parameters() -> None:
     assert _body({"top_p": 0.8})["inferenceConfig"] == {"topP": 0.8}
     # Claude rejects sampling parameters while thinking.
     assert _body({**both, "reasoning": {"effort": "low"}})["inferenceConfig"] == {
-        "maxTokens": 2048 + THINKING_ANSWER_TOKENS}
+        "maxTokens": 2048 + ANSWER_ROOM}
     assert _body({"text": {"format": {"type": "json_object"}}})["system"] == [
         {"text": "Respond with a single valid JSON object and nothing else."}]
 

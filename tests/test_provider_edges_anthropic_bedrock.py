@@ -4,7 +4,7 @@
 2. Anthropic cache breakpoints inside tool_result content count toward the limit of 4;
 3. Bedrock streams a tool call without arguments as "{}", as the non-streaming answer does;
 4. `strict_schema` keeps `items` / `format` / object rules of nullable types (`["array", "null"]`);
-5. Bedrock: the forced JSON tool is downgraded to `auto` only when Claude thinking is really sent;
+5. a forced JSON tool (`structured_output: tool`) leaves thinking off on both adapters;
 6. Anthropic `pause_turn` -> incomplete with a reason every openai SDK accepts; cache_control on
    the parts of system/developer messages reaches the system text blocks.
 """
@@ -330,32 +330,29 @@ def test_nullable_array_reaches_both_claude_adapters() -> None:
     assert json.loads(structure["schema"])["properties"]["tags"]["items"] == {"type": "string"}
 
 
-# --- 5. Bedrock: forced JSON tool vs thinking ------------------------------------------------------------
+# --- 5. forced JSON tool vs thinking -----------------------------------------------------------------
 
 
 JSON_FORMAT = {"format": {"type": "json_schema", "name": "answer",
                           "schema": {"type": "object", "properties": {"a": {"type": "string"}}}}}
 
 
-@pytest.mark.parametrize(("request_", "options", "thinking", "choice"), [
-    # Too small a cap for Claude's minimum budget: thinking is left off, so the JSON tool stays forced.
-    ({"max_output_tokens": 1024, "reasoning": {"effort": "low"}}, {}, None, {"tool": {"name": "answer"}}),
-    ({"max_output_tokens": 800, "reasoning": {"effort": "high"}}, {}, None, {"tool": {"name": "answer"}}),
-    # Thinking is sent: the tool can only be asked for.
-    ({"max_output_tokens": 4000, "reasoning": {"effort": "low"}}, {},
-     {"type": "enabled", "budget_tokens": 2048}, {"auto": {}}),
-    ({"reasoning": {"effort": "low"}}, {}, {"type": "enabled", "budget_tokens": 2048}, {"auto": {}}),
-    ({"max_output_tokens": 800, "reasoning": {"effort": "low"}}, {"reasoning": "adaptive"},
-     {"type": "adaptive"}, {"auto": {}}),
-    # No reasoning: forced.
-    ({"max_output_tokens": 800}, {}, None, {"tool": {"name": "answer"}}),
-], ids=["cap-1024", "cap-800-high", "cap-4000", "no-cap", "adaptive", "no-reasoning"])
-def test_bedrock_json_tool_downgraded_only_when_thinking(request_: dict[str, Any], options: dict[str, Any],
-                                                         thinking: dict[str, Any] | None,
-                                                         choice: dict[str, Any]) -> None:
-    body = _bedrock_body({**request_, "text": JSON_FORMAT}, {"structured_output": "tool", **options})
-    assert (body.get("additionalModelRequestFields") or {}).get("thinking") == thinking
-    assert body["toolConfig"]["toolChoice"] == choice
+@pytest.mark.parametrize(("request_", "options"), [
+    ({"max_output_tokens": 4000, "reasoning": {"effort": "low"}}, {}),
+    ({"reasoning": {"effort": "high"}}, {}),
+    ({"max_output_tokens": 800, "reasoning": {"effort": "low"}}, {"reasoning": "adaptive", "thinking": "adaptive"}),
+    ({"max_output_tokens": 800}, {}),
+], ids=["cap-4000", "no-cap", "adaptive", "no-reasoning"])
+def test_forced_json_tool_leaves_thinking_off(request_: dict[str, Any], options: dict[str, Any]) -> None:
+    # The format is the client's contract and only a forced tool keeps it; Claude cannot think while
+    # a tool is forced, so reasoning gives way, on Anthropic and on Bedrock alike.
+    request = {**request_, "text": JSON_FORMAT}
+    anthropic = _anthropic_body({"input": "hi", **request}, {"structured_output": "tool", **options})
+    assert "thinking" not in anthropic and "output_config" not in anthropic
+    assert anthropic["tool_choice"] == {"type": "tool", "name": "answer"}
+    bedrock = _bedrock_body(request, {"structured_output": "tool", **options})
+    assert "thinking" not in (bedrock.get("additionalModelRequestFields") or {}) and "outputConfig" not in bedrock
+    assert bedrock["toolConfig"]["toolChoice"] == {"tool": {"name": "answer"}}
 
 
 # --- 6. pause_turn; cache_control on system/developer parts ---------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
-import os
 import socket
 import time
 from pathlib import Path
@@ -39,10 +38,6 @@ except ImportError:  # pytest put tests/ itself on sys.path (no tests/__init__.p
     )
 
 ROOT = fixtures_root()
-if not ROOT.is_dir():
-    if os.environ.get("SLUICE_FIXTURES"):
-        raise RuntimeError(f"SLUICE_FIXTURES={ROOT} does not exist")
-    pytest.skip(f"recorded fixtures not found at {ROOT} (set SLUICE_FIXTURES)", allow_module_level=True)
 
 RECORDINGS = all_recordings()
 BAD_HEADERS = {"content-length", "content-encoding", "transfer-encoding"}
@@ -70,6 +65,14 @@ def test_every_fixture_file_is_covered() -> None:
     assert len(RECORDINGS) > 140
     for provider in PROVIDERS:
         assert all_recordings(provider), provider
+
+
+def test_missing_fixtures_fail_loudly(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # A module that needs the recordings must error at collection, never skip quietly.
+    monkeypatch.setenv("SLUICE_FIXTURES", str(tmp_path / "absent"))
+    with pytest.raises(FileNotFoundError, match="SLUICE_FIXTURES") as info:
+        fixtures_root()
+    assert str(tmp_path / "absent") in str(info.value)
 
 
 @pytest.mark.parametrize("path", RECORDINGS, ids=_ids)

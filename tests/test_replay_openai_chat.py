@@ -23,6 +23,7 @@ import openai
 import pytest
 import yaml
 
+from sluice.providers.openai_chat import ChunkTranslator, from_completion
 from tests.conftest import MASTER_KEY, running_gateway
 from tests.openai_replay_helpers import (
     ROOT,
@@ -808,3 +809,22 @@ def test_mistral_style_provider_sends_no_stream_options(upstream: Any, tmp_path:
         assert final["usage"]["total_tokens"] == 242
         assert [item["type"] for item in final["output"]] == ["reasoning", "message"]
 
+
+
+def test_annotations_come_through_both_ways() -> None:
+    """url_citation annotations, on a whole message or in a stream's last delta, end up on the text."""
+    citation = {"type": "url_citation", "url_citation": {"url": "https://example.com/", "title": "Example",
+                                                         "start_index": 0, "end_index": 5}}
+    whole = from_completion({"choices": [{"index": 0, "finish_reason": "stop", "message": {
+        "role": "assistant", "content": "Hello", "annotations": [citation]}}]})
+    translator = ChunkTranslator()
+    events = translator.feed({"choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hel"}}]})
+    events += translator.feed({"choices": [{"index": 0, "delta": {"content": "lo"}}]})
+    last = {"index": 0, "delta": {"annotations": [citation]}, "finish_reason": "stop"}
+    events += translator.feed({"choices": [last]})
+    events += translator.finish()
+    added = [e["annotation"] for e in events if e["type"] == "response.output_text.annotation.added"]
+    assert added == [{"type": "url_citation", "url": "https://example.com/", "title": "Example",
+                      "start_index": 0, "end_index": 5}]
+    assert strip_volatile(events[-1]["response"]) == strip_volatile(whole)
+    assert whole["output"][0]["content"][0]["annotations"] == added

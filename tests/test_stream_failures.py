@@ -29,12 +29,24 @@ def test_upstream_dies_mid_stream_chat(gateway: RunningGateway, upstream: Replay
     events = stream(gateway, "chat")
     assert_well_formed(events)
     kinds = [e["type"] for e in events]
-    assert "response.output_text.delta" in kinds
     assert kinds[-2:] == ["error", "response.failed"]
     failed = events[-1]["response"]
     assert failed["status"] == "failed" and failed["error"]["message"]
-    # What had arrived is not lost: the open message is in the failed response's output.
-    assert failed["output"] == [] or failed["output"][0]["type"] == "message"
+
+
+def test_text_received_before_the_upstream_died_is_in_the_failed_response(gateway: RunningGateway,
+                                                                           upstream: ReplayServer) -> None:
+    upstream.enqueue(load(FIX / "openai-chat/vercel-ai/openai-text.chunks.txt")[0], fail_after_events=20)
+    events = stream(gateway, "chat")
+    received = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+    assert received, "the stream should break after some text"
+    failed = events[-1]["response"]
+    assert failed["status"] == "failed"
+    # What had arrived is not lost: the open message, with every text delta the client received.
+    messages = [item for item in failed["output"] if item["type"] == "message"]
+    assert len(messages) == 1
+    text = "".join(part["text"] for part in messages[0]["content"] if part["type"] == "output_text")
+    assert text == received
 
 
 def test_upstream_dies_mid_stream_responses(gateway: RunningGateway, upstream: ReplayServer) -> None:

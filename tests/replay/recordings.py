@@ -153,12 +153,20 @@ class Exchange:
 
 
 def fixtures_root() -> Path:
-    """``$SLUICE_FIXTURES`` or ``<repo>/../shared/fixtures``."""
+    """``$SLUICE_FIXTURES`` or ``<repo>/../shared/fixtures``; FileNotFoundError when it is missing.
+
+    The replays are the tests of every adapter: without the recordings the suite must fail at
+    collection, not skip them (a skipped module reads as a passing one).
+    """
     env = os.environ.get("SLUICE_FIXTURES")
     if env:
-        return Path(env).resolve()
-    repo_root = Path(__file__).resolve().parents[2]
-    return (repo_root.parent / "shared" / "fixtures").resolve()
+        root = Path(env).resolve()
+    else:
+        root = (Path(__file__).resolve().parents[2].parent / "shared" / "fixtures").resolve()
+    if not root.is_dir():
+        raise FileNotFoundError(f"recorded fixtures not found at {root}: set SLUICE_FIXTURES to the shared/fixtures "
+                                "folder (or put it next to the repository)")
+    return root
 
 
 def all_recordings(provider: str | None = None) -> list[Path]:

@@ -19,6 +19,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from sluice.canonical.partial import PartialOutput
 from sluice.canonical.response import skeleton
 from sluice.errors import GatewayError, UpstreamError
 from sluice.pipeline.attempts import error_from_event
@@ -56,7 +57,7 @@ class ResponseStream:
             for stage in reversed(stages):
                 source = stage.events(ctx, source)
             self._source, self._first = source, None
-        self._done_items: dict[int, dict[str, Any]] = {}
+        self._output = PartialOutput()
         self.ended = False
 
     def __aiter__(self) -> AsyncIterator[list[Event]]:
@@ -82,8 +83,7 @@ class ResponseStream:
                     if kind in _FAILED:
                         failure = self._failure_from(error_from_event(event, self.adapter))
                         break
-                    if kind == "response.output_item.done":
-                        self._done_items[event["output_index"]] = event["item"]
+                    self._output.see(event)
                     out.append(event)
                 if failure is not None:
                     break
@@ -109,13 +109,10 @@ class ResponseStream:
         return {"code": exc.code or exc.type, "message": self.adapter.redact_secrets(exc.message),
                 "param": exc.param, "status": exc.status}
 
-    def _output(self) -> list[dict[str, Any]]:
-        return [self._done_items[i] for i in sorted(self._done_items)]
-
     async def _finish(self, event: Event) -> Event:
         result = dict(event.get("response") or {})
         if not result.get("output"):
-            result["output"] = self._output()
+            result["output"] = self._output.output()
         if event["type"] == "response.incomplete":
             result["status"] = "incomplete"
         elif result.get("status") not in ("completed", "incomplete"):
@@ -134,7 +131,7 @@ class ResponseStream:
         if code not in _FAILED_CODES:
             code = "rate_limit_exceeded" if "rate_limit" in code or code == "insufficient_quota" else "server_error"
         result = {"status": "failed", "error": {"code": code, "message": failure["message"]},
-                  "output": self._output()}
+                  "output": self._output.output()}
         response = self.pipeline.respond(self.ctx, self.attempt, result)
         await self._end()
         return {"type": "response.failed", "response": response}

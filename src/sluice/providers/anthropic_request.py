@@ -20,29 +20,15 @@ import msgspec
 from sluice.canonical.reasoning import unseal
 from sluice.canonical.request import CanonicalRequest
 from sluice.errors import InvalidRequest
+from sluice.providers import claude_policy
+from sluice.providers.claude_policy import JSON_OBJECT_NOTE, OPENING_USER_TEXT, PAST_TOOL_NOTE
 from sluice.providers.claude_schema import strict_schema
 
 PROTOCOL = "anthropic"  # tag of the reasoning state sealed into encrypted_content
 
-# Thinking budget per reasoning effort (overridable with the provider option `thinking_budgets`).
-EFFORT_BUDGETS: dict[str, int] = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 16384, "xhigh": 24576}
-# `output_config.effort` for providers configured with `thinking: adaptive`.
-ADAPTIVE_EFFORT: dict[str, str] = {"minimal": "low", "low": "low", "medium": "medium", "high": "high",
-                                   "xhigh": "xhigh"}
-MIN_BUDGET = 1024  # Anthropic's minimum `budget_tokens`
-MAX_BREAKPOINTS = 4  # Anthropic rejects a request with more cache_control breakpoints
-# When max_output_tokens is not given and the default would not exceed the budget: room for the answer.
-_ANSWER_ROOM = 4096
-
 _IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 _TOOL_ID = re.compile(r"^[a-zA-Z0-9_-]+$")
 _TOOL_ID_BAD = re.compile(r"[^a-zA-Z0-9_-]")
-# Opening user turn when the conversation starts with the assistant (Anthropic requires a user turn).
-_PLACEHOLDER_USER = "(continue)"
-_JSON_OBJECT_NOTE = "Respond with a single valid JSON object and nothing else."
-# Declaration of a tool the history used but the request does not send (Anthropic requires tools
-# whenever tool_use / tool_result blocks are present); tool_choice none keeps the model off it.
-_PAST_TOOL_NOTE = "A tool used earlier in this conversation; it is not available now."
 # Items Sluice itself returns for Anthropic server tools; their state cannot be replayed, so they are dropped.
 _DROPPED_ITEMS = frozenset({"web_search_call", "mcp_call"})
 SUPPORTED_ITEMS = frozenset({"message", "function_call", "function_call_output", "reasoning"}) | _DROPPED_ITEMS
@@ -88,29 +74,22 @@ def build_body(parsed: CanonicalRequest, model: str, stream: bool,
     fmt = req.text.format if req.text is not None else None
     if fmt and fmt.get("type") == "json_object":
         # Anthropic has no JSON mode; an instruction is the closest it gets.
-        system.append({"type": "text", "text": _JSON_OBJECT_NOTE})
+        system.append({"type": "text", "text": JSON_OBJECT_NOTE})
     if system:
         body["system"] = system
     body["messages"] = messages
     max_tokens = req.max_output_tokens or options.get("max_tokens") or default_max_tokens(model)
-    thinking = _thinking(parsed, options, tool_choice, messages)
+    thinking = _thinking(parsed, options, tool_choice, messages, max_tokens)
+    body["max_tokens"] = thinking.max_tokens if thinking is not None else max_tokens
     if thinking is not None:
-        max_tokens = _fit_thinking(thinking, max_tokens, explicit=req.max_output_tokens is not None)
-        if max_tokens is None:
-            thinking = None
-            max_tokens = req.max_output_tokens
-    body["max_tokens"] = max_tokens
-    if thinking is not None:
-        body["thinking"] = thinking
-        if thinking["type"] == "adaptive":
-            body["output_config"] = {"effort": ADAPTIVE_EFFORT.get(req.reasoning.effort or "", "medium")}  # type: ignore[union-attr]
-    else:
-        # Anthropic rejects sampling parameters together with thinking, and newer models reject
-        # temperature and top_p together: temperature wins.
-        if req.temperature is not None:
-            body["temperature"] = min(req.temperature, 1.0)  # Anthropic's range is 0..1
-        elif req.top_p is not None:
-            body["top_p"] = req.top_p
+        body["thinking"] = thinking.config()
+        if thinking.effort is not None:
+            body["output_config"] = {"effort": thinking.effort}
+    temperature, top_p = claude_policy.sampling(req.temperature, req.top_p, thinking=thinking is not None)
+    if temperature is not None:
+        body["temperature"] = temperature
+    if top_p is not None:
+        body["top_p"] = top_p
     if tools:
         body["tools"] = tools
         if tool_choice is not None:
@@ -204,7 +183,7 @@ class _Turns:
         messages = [{"role": role, "content": results + blocks if results else blocks}
                     for role, results, blocks in self._turns]
         if not messages or messages[0]["role"] != "user":
-            messages.insert(0, {"role": "user", "content": [{"type": "text", "text": _PLACEHOLDER_USER}]})
+            messages.insert(0, {"role": "user", "content": [{"type": "text", "text": OPENING_USER_TEXT}]})
         return messages
 
 
@@ -376,7 +355,7 @@ def _past_tools(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """
     names = dict.fromkeys(block["name"] for message in messages for block in message["content"]
                           if block["type"] == "tool_use")
-    return [{"name": name, "description": _PAST_TOOL_NOTE, "input_schema": {"type": "object", "properties": {}}}
+    return [{"name": name, "description": PAST_TOOL_NOTE, "input_schema": {"type": "object", "properties": {}}}
             for name in names]
 
 
@@ -444,50 +423,24 @@ def _json_tool_choice(choice: dict[str, Any] | None, name: str, has_functions: b
 
 
 def _thinking(parsed: CanonicalRequest, options: dict[str, Any], tool_choice: dict[str, Any] | None,
-              messages: list[dict[str, Any]]) -> dict[str, Any] | None:
+              messages: list[dict[str, Any]], max_tokens: int) -> claude_policy.Thinking | None:
     reasoning = parsed.req.reasoning
-    effort = reasoning.effort if reasoning is not None else None
-    if effort is None or effort == "none":
-        return None
-    if tool_choice is not None and tool_choice["type"] in ("any", "tool"):
-        return None  # Anthropic: thinking cannot be combined with a forced tool
-    if _open_tool_turn_without_thinking(messages):
-        # A tool loop whose assistant turn carries no thinking block (the client did not send the
-        # sealed reasoning back) cannot continue with thinking on: Anthropic rejects it.
-        return None
-    if options.get("thinking") == "adaptive":
-        return {"type": "adaptive"}
-    budgets = options.get("thinking_budgets")
-    budget = (budgets or {}).get(effort) if isinstance(budgets, dict) else None
-    return {"type": "enabled", "budget_tokens": int(budget or EFFORT_BUDGETS.get(effort, EFFORT_BUDGETS["medium"]))}
+    return claude_policy.thinking(
+        reasoning.effort if reasoning is not None else None,
+        adaptive=options.get("thinking") == "adaptive", budgets=options.get("thinking_budgets"),
+        max_tokens=max_tokens, explicit=parsed.req.max_output_tokens is not None,
+        forced_tool=tool_choice is not None and tool_choice["type"] in ("any", "tool"),
+        tool_turn_without_thinking=_open_tool_turn_without_thinking(messages))
 
 
 def _open_tool_turn_without_thinking(messages: list[dict[str, Any]]) -> bool:
+    """The last assistant turn calls tools but does not start with its thinking block."""
     for message in reversed(messages):
         if message["role"] == "assistant":
             content = message["content"]
             uses_tools = any(block["type"] == "tool_use" for block in content)
             return uses_tools and content[0]["type"] not in ("thinking", "redacted_thinking")
     return False
-
-
-def _fit_thinking(thinking: dict[str, Any], max_tokens: int, *, explicit: bool) -> int | None:
-    """max_tokens that leaves room above the budget (Anthropic: budget_tokens < max_tokens).
-
-    max_output_tokens includes reasoning in the Responses API, so an explicit cap shrinks the budget;
-    without one the default grows. None when the cap is too small for any thinking.
-    """
-    if thinking["type"] != "enabled":
-        return max_tokens
-    budget = thinking["budget_tokens"]
-    if budget < max_tokens:
-        return max_tokens
-    if not explicit:
-        return budget + _ANSWER_ROOM
-    if max_tokens <= MIN_BUDGET:
-        return None
-    thinking["budget_tokens"] = max(MIN_BUDGET, max_tokens // 2)
-    return max_tokens
 
 
 # --- prompt caching -------------------------------------------------------------------------------
@@ -532,26 +485,19 @@ class _Marks:
                 into.append(block)
 
     def enforce(self, top_level: dict[str, Any] | None) -> None:
-        """Keep Anthropic's limits: at most 4 breakpoints, and no 1h breakpoint after a 5m one.
+        """Keep Claude's limits (`claude_policy`): at most 4 breakpoints, no 1h one after a 5m one.
 
-        Over the limit, the first breakpoint (the stable prefix: tools or system) and the latest
-        ones (the longest prefixes) are kept; those in between are dropped. A 1h breakpoint
-        upgrades the 5m ones before it, since it asks for that whole prefix to live an hour.
+        The request-level breakpoint (`top_level`) lands after every block, so it counts last.
         """
         marks = self.tools + self._system + self._messages
-        limit = MAX_BREAKPOINTS - (1 if top_level is not None else 0)
-        if len(marks) > limit:
-            keep = {id(marks[0]), *(id(block) for block in marks[len(marks) - (limit - 1):])} if limit > 1 else set()
-            for block in marks:
-                if id(block) not in keep:
-                    del block["cache_control"]
-            marks = [block for block in marks if "cache_control" in block]
-        last_hour = -1
-        if top_level is not None and top_level.get("ttl") == "1h":
-            last_hour = len(marks)
-        else:
-            for i, block in enumerate(marks):
-                if block["cache_control"].get("ttl") == "1h":
-                    last_hour = i
-        for block in marks[:last_hour]:
+        limit = claude_policy.MAX_BREAKPOINTS - (1 if top_level is not None else 0)
+        keep = claude_policy.kept_breakpoints(len(marks), limit)
+        for i, block in enumerate(marks):
+            if i not in keep:
+                del block["cache_control"]
+        marks = [block for block in marks if "cache_control" in block]
+        ttls = [block["cache_control"].get("ttl") for block in marks]
+        if top_level is not None:
+            ttls.append(top_level.get("ttl"))
+        for block in marks[:claude_policy.one_hour_prefix(ttls)]:
             block["cache_control"]["ttl"] = "1h"

@@ -7,7 +7,8 @@ strict alternation (consecutive same-role turns merge); function calls / outputs
 blocks; sampling -> `inferenceConfig`; `text.format` json_schema -> `outputConfig.textFormat`
 (the schema narrowed for Claude models as in the Anthropic adapter; or a forced tool,
 `options.structured_output: tool`); `reasoning.effort` -> the model family's own field under
-`additionalModelRequestFields`.
+`additionalModelRequestFields`. Claude's rules (thinking budgets, sampling while thinking, forced
+tools, cache points) come from `claude_policy`, shared with the Anthropic adapter.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import msgspec
 from sluice.canonical.reasoning import unseal
 from sluice.canonical.request import CanonicalRequest
 from sluice.errors import InvalidRequest
+from sluice.providers import claude_policy
+from sluice.providers.claude_policy import JSON_OBJECT_NOTE, OPENING_USER_TEXT, PAST_TOOL_NOTE
 from sluice.providers.claude_schema import strict_schema
 
 PROTOCOL = "bedrock"
@@ -46,21 +49,13 @@ DOCUMENT_FORMATS = {
 }
 _DOCUMENT_EXTENSIONS = frozenset(DOCUMENT_FORMATS.values()) | {"htm", "markdown"}
 
-# Claude extended thinking: `budget_tokens` per reasoning effort (options.thinking_budgets overrides).
-THINKING_BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 16384, "xhigh": 24000}
-# Room for the visible answer on top of the thinking budget when the client sets no max_output_tokens
-# (Claude needs maxTokens > budget_tokens); budget + this stays within every Claude 4's output limit.
-THINKING_ANSWER_TOKENS = 8000
-_MIN_THINKING_BUDGET = 1024
+# reasoning.effort -> Nova 2's maxReasoningEffort and gpt-oss's reasoning_effort (Claude's thinking
+# rules, shared with the Anthropic adapter, are in claude_policy).
 _NOVA_EFFORT = {"minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "high"}
-_ADAPTIVE_EFFORT = {"minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "xhigh"}
 
+# Bedrock (Claude, Nova) rejects a request with more cache checkpoints; the same limit as Anthropic's.
+MAX_CACHE_POINTS = claude_policy.MAX_BREAKPOINTS
 # Cross-region inference profile prefixes in front of the vendor (`us.anthropic.claude-...`).
-MAX_CACHE_POINTS = 4  # Bedrock (Claude, Nova) rejects a request with more cache checkpoints
-JSON_OBJECT_NOTE = "Respond with a single valid JSON object and nothing else."
-# Declaration of a tool the history used but the request does not send (Bedrock requires a
-# toolConfig whenever toolUse / toolResult blocks are present).
-_PAST_TOOL_NOTE = "A tool used earlier in this conversation; it is not available now."
 _REGION_PREFIXES = frozenset({"us", "eu", "apac", "us-gov", "global", "jp", "au", "ca"})
 _TOOL_ID = re.compile(r"[a-zA-Z0-9_.:-]+")
 _TOOL_ID_BAD = re.compile(r"[^a-zA-Z0-9_.:-]")
@@ -241,7 +236,7 @@ def build_body(parsed: CanonicalRequest, model: str, options: dict[str, Any]) ->
     _convert_items(parsed.items, family, out)
     if out.messages and out.messages[0]["role"] == "assistant":
         # Converse requires the conversation to open with a user turn.
-        out.messages.insert(0, {"role": "user", "content": [{"text": "(continue)"}]})
+        out.messages.insert(0, {"role": "user", "content": [{"text": OPENING_USER_TEXT}]})
     fmt = req.text.format if req.text is not None else None
     if fmt and fmt.get("type") == "json_object":
         out.system.append({"text": JSON_OBJECT_NOTE})  # Converse has no JSON mode: an instruction is closest
@@ -254,24 +249,26 @@ def build_body(parsed: CanonicalRequest, model: str, options: dict[str, Any]) ->
     body: dict[str, Any] = {"messages": out.messages}
     if out.system:
         body["system"] = out.system
-    inference: dict[str, Any] = {}
-    if req.max_output_tokens is not None:
-        inference["maxTokens"] = req.max_output_tokens
-    if req.temperature is not None:
-        inference["temperature"] = min(req.temperature, 1.0)  # Converse's range is 0-1
-    if req.top_p is not None and not (claude and "temperature" in inference):
-        inference["topP"] = req.top_p  # newer Claude models reject both: temperature wins
-
     extra: dict[str, Any] = {}
     configured = options.get("additional_model_request_fields")
     if isinstance(configured, dict):
         extra.update(configured)
-    client_forced = _tools(parsed, out, body, options, plan, claude)
-    _reasoning(parsed, model, family, options, out.messages, inference, extra, body, client_forced)
-    if "thinking" in extra:
-        # Claude rejects sampling parameters while thinking.
-        inference.pop("temperature", None)
-        inference.pop("topP", None)
+    _tools(parsed, out, body, options, plan, claude)
+    inference: dict[str, Any] = {}
+    max_tokens = _reasoning(parsed, model, family, options, body, extra)
+    if max_tokens is not None:
+        inference["maxTokens"] = max_tokens
+    # Thinking, Sluice's or configured in additional_model_request_fields, takes Claude's sampling rules.
+    thinking = "thinking" in extra
+    if claude or thinking:
+        temperature, top_p = claude_policy.sampling(req.temperature, req.top_p, thinking=thinking)
+    else:
+        temperature = min(req.temperature, 1.0) if req.temperature is not None else None  # Converse's range is 0..1
+        top_p = req.top_p
+    if temperature is not None:
+        inference["temperature"] = temperature
+    if top_p is not None:
+        inference["topP"] = top_p
     if out.cache_points > MAX_CACHE_POINTS or out.hour_ttl:
         _limit_cache_points(body)
     if inference:
@@ -432,13 +429,13 @@ def _has_tool_blocks(messages: list[dict[str, Any]]) -> bool:
 def _past_tools(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """toolSpecs for the tools named in the history's toolUse blocks, in order of first use."""
     names = dict.fromkeys(block["toolUse"]["name"] for m in messages for block in m["content"] if "toolUse" in block)
-    return [{"toolSpec": {"name": name, "description": _PAST_TOOL_NOTE,
+    return [{"toolSpec": {"name": name, "description": PAST_TOOL_NOTE,
                           "inputSchema": {"json": {"type": "object", "properties": {}}}}} for name in names]
 
 
 def _tools(parsed: CanonicalRequest, out: _Builder, body: dict[str, Any], options: dict[str, Any], plan: Plan,
-           claude: bool) -> bool:
-    """Set `toolConfig` (and `outputConfig`); True when the client forces a tool call.
+           claude: bool) -> None:
+    """Set `toolConfig` (and `outputConfig`).
 
     For a Claude model the `outputConfig` schema is narrowed to what Claude's structured output
     accepts (as the Anthropic adapter does); other models get the client's schema unchanged.
@@ -478,7 +475,6 @@ def _tools(parsed: CanonicalRequest, out: _Builder, body: dict[str, Any], option
         if point:
             tools.append(point)
 
-    client_forced = converse_choice is not None and "auto" not in converse_choice
     fmt = req.text.format if req.text is not None else None
     if fmt and fmt.get("type") == "json_schema":
         if options.get("structured_output") == "tool":
@@ -502,13 +498,11 @@ def _tools(parsed: CanonicalRequest, out: _Builder, body: dict[str, Any], option
         # the history used, without a toolChoice (Converse has no "none"; as for tool_choice none).
         tools = _past_tools(out.messages)
         converse_choice = None
-        client_forced = False
     if tools:
         config: dict[str, Any] = {"tools": tools}
         if converse_choice is not None:
             config["toolChoice"] = converse_choice
         body["toolConfig"] = config
-    return client_forced and bool(tools)
 
 
 def _json_tool_name(name: str, tools: list[dict[str, Any]]) -> str:
@@ -519,46 +513,36 @@ def _json_tool_name(name: str, tools: list[dict[str, Any]]) -> str:
     return name
 
 
-def _reasoning(parsed: CanonicalRequest, model: str, family: str, options: dict[str, Any],
-               messages: list[dict[str, Any]], inference: dict[str, Any], extra: dict[str, Any],
-               body: dict[str, Any], client_forced: bool) -> None:
-    reasoning = parsed.req.reasoning
-    effort = reasoning.effort if reasoning is not None else None
+def _reasoning(parsed: CanonicalRequest, model: str, family: str, options: dict[str, Any], body: dict[str, Any],
+               extra: dict[str, Any]) -> int | None:
+    """Put `reasoning.effort` in the model family's own field; returns the maxTokens to send."""
+    req = parsed.req
+    effort = req.reasoning.effort if req.reasoning is not None else None
+    max_tokens = req.max_output_tokens
     if effort is None or effort == "none":
-        return
+        return max_tokens
     style = reasoning_style(family, model, options)
     if style == "nova":
         extra["reasoningConfig"] = {"type": "enabled", "maxReasoningEffort": _NOVA_EFFORT[effort]}
     elif style == "openai":
         extra["reasoning_effort"] = _NOVA_EFFORT[effort]
     elif style in ("budget", "adaptive"):
-        # Claude cannot think while a tool call is forced, nor when the open tool-use turn came back
-        # without its signed thinking block (the client did not round-trip encrypted_content).
-        if client_forced or _last_tool_turn_lacks_thinking(messages):
-            return
-        if style == "adaptive":
-            extra["thinking"] = {"type": "adaptive"}
-            body.setdefault("outputConfig", {})["effort"] = _ADAPTIVE_EFFORT[effort]
-        else:
-            budget = THINKING_BUDGETS[effort]
-            budgets = options.get("thinking_budgets")
-            if isinstance(budgets, dict) and budgets.get(effort):
-                budget = int(budgets[effort])
-            max_tokens = inference.get("maxTokens")
-            if max_tokens is None:
-                inference["maxTokens"] = budget + THINKING_ANSWER_TOKENS
-            elif max_tokens <= budget:
-                if max_tokens <= _MIN_THINKING_BUDGET:
-                    return  # no room for Claude's minimum thinking budget: answer without thinking
-                budget = max(_MIN_THINKING_BUDGET, max_tokens // 2)
-            extra["thinking"] = {"type": "enabled", "budget_tokens": budget}
-        # Thinking is on: the structured-output tool can only be asked for, not forced.
-        tool_config = body.get("toolConfig")
-        if tool_config is not None and "auto" not in tool_config.get("toolChoice", {"auto": {}}):
-            tool_config["toolChoice"] = {"auto": {}}
+        choice = body.get("toolConfig", {}).get("toolChoice") or {}
+        thinking = claude_policy.thinking(
+            effort, adaptive=style == "adaptive", budgets=options.get("thinking_budgets"),
+            max_tokens=max_tokens, explicit=max_tokens is not None,
+            forced_tool="any" in choice or "tool" in choice,
+            tool_turn_without_thinking=_last_tool_turn_lacks_thinking(body["messages"]))
+        if thinking is not None:
+            extra["thinking"] = thinking.config()
+            if thinking.effort is not None:
+                body.setdefault("outputConfig", {})["effort"] = thinking.effort
+            return thinking.max_tokens
+    return max_tokens
 
 
 def _last_tool_turn_lacks_thinking(messages: list[dict[str, Any]]) -> bool:
+    """The last assistant turn calls tools but does not start with its reasoning block."""
     for message in reversed(messages):
         if message["role"] == "assistant":
             content = message["content"]
@@ -569,18 +553,16 @@ def _last_tool_turn_lacks_thinking(messages: list[dict[str, Any]]) -> bool:
 def _limit_cache_points(body: dict[str, Any]) -> None:
     """Keep Bedrock's limits: at most 4 cache points, and no 1h point after a 5m one.
 
-    Over the limit, the first point (the stable prefix: tools or system) and the latest ones (the
-    longest prefixes) stay; those in between go. A 1h point upgrades the points before it, since
-    it asks for that whole prefix to live an hour. Same policy as the Anthropic adapter.
+    Which points stay and which become 1h is Claude's breakpoint policy (`claude_policy`), as in the
+    Anthropic adapter; the request-level point is a block like the others, after all of them.
     """
     containers = [body.get("toolConfig", {}).get("tools", []), body.get("system", []),
                   *(message["content"] for message in body["messages"])]
     marks = [block for container in containers for block in container if "cachePoint" in block]
-    if len(marks) > MAX_CACHE_POINTS:
-        keep = {id(marks[0]), *(id(block) for block in marks[1 - MAX_CACHE_POINTS:])}
+    keep = {id(marks[i]) for i in claude_policy.kept_breakpoints(len(marks), MAX_CACHE_POINTS)}
+    if len(keep) < len(marks):
         for container in containers:
             container[:] = [b for b in container if "cachePoint" not in b or id(b) in keep]
         marks = [block for block in marks if id(block) in keep]
-    last_hour = max((i for i, block in enumerate(marks) if block["cachePoint"].get("ttl") == "1h"), default=-1)
-    for block in marks[:last_hour]:
+    for block in marks[:claude_policy.one_hour_prefix([block["cachePoint"].get("ttl") for block in marks])]:
         block["cachePoint"]["ttl"] = "1h"

@@ -1,8 +1,9 @@
 """Chat Completions upstream (`type: openai-chat`): OpenAI and every compatible server.
 
 Requests become `messages`; answers and streams become Responses output items and the exact
-Responses event sequence, built by `ResponseEventBuilder`. Only the first choice is used: the
-Responses API has no `n`.
+Responses event sequence, built by `ResponseEventBuilder`. Streams and whole answers go through
+the same `ChunkTranslator` (a whole answer is fed as one chunk), so the two cannot drift apart.
+Only the first choice is used: the Responses API has no `n`.
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ class OpenAIChatAdapter(Adapter):
 
 
 class ChunkTranslator:
-    """Chat completion chunks -> Responses events."""
+    """Chat completion chunks (or a whole completion, as one chunk) -> Responses events and output."""
 
     def __init__(self) -> None:
         self.builder = ResponseEventBuilder()
@@ -162,6 +163,10 @@ class ChunkTranslator:
                 content = None
             if content or logprobs:
                 events += builder.text(content or "", logprobs)
+            for annotation in delta.get("annotations") or ():
+                converted = _annotation(annotation)
+                if converted is not None:
+                    events += builder.annotation(converted)
             if delta.get("refusal"):
                 events += builder.refusal(delta["refusal"])
             for call in delta.get("tool_calls") or ():
@@ -174,6 +179,22 @@ class ChunkTranslator:
             if choice.get("finish_reason"):
                 self.finish_reason = choice["finish_reason"]
         return events
+
+    def completion(self, data: dict[str, Any]) -> dict[str, Any]:
+        """A whole (non-streaming) completion -> the result part of a Response.
+
+        Its message is fed as the delta of one chunk, so it takes exactly the path a stream takes.
+        """
+        choices = data.get("choices") or []
+        choice = next((c for c in choices if c.get("index", 0) == 0), choices[0] if choices else {})
+        message = choice.get("message") or {}
+        # Whole tool calls carry no `index`: number them, so calls without an id stay apart.
+        calls = [{**call, "index": i} for i, call in enumerate(message.get("tool_calls") or ())]
+        self.feed({"usage": data.get("usage"), "choices": [{
+            "index": 0, "delta": {**message, "tool_calls": calls}, "logprobs": choice.get("logprobs"),
+            "finish_reason": choice.get("finish_reason")}]})
+        self.done = True  # a whole answer is complete, with or without a finish_reason
+        return self.finish()[-1]["response"]
 
     def _call_key(self, call: dict[str, Any]) -> Any:
         # OpenAI numbers tool calls with `index` and repeats it on every fragment. Mistral sends
@@ -313,42 +334,8 @@ def usage_from_chat(usage: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def from_completion(data: dict[str, Any]) -> dict[str, Any]:
-    """A non-streaming chat completion -> the result part of a Response."""
-    choices = data.get("choices") or []
-    choice = next((c for c in choices if c.get("index", 0) == 0), choices[0] if choices else {})
-    message = choice.get("message") or {}
-    output: list[dict[str, Any]] = []
-    reasoning = message.get("reasoning_content") or message.get("reasoning")
-    text = message.get("content")
-    if isinstance(text, list):  # Mistral's content chunks: thinking is reasoning, text is the answer
-        chunks = _content_chunks(text)
-        reasoning = "".join(t for kind, t in chunks if kind == "thinking") or reasoning
-        text = "".join(t for kind, t in chunks if kind == "text")
-    if reasoning and isinstance(reasoning, str):
-        output.append({"id": new_id("rs"), "type": "reasoning", "summary": [],
-                       "content": [{"type": "reasoning_text", "text": reasoning}]})
-    finish = choice.get("finish_reason")
-    incomplete = _FINISH.get(finish or "")
-    status = "incomplete" if incomplete else "completed"
-    content: list[dict[str, Any]] = []
-    if text:
-        annotations = [_annotation(a) for a in message.get("annotations") or ()]
-        content.append({"type": "output_text", "text": text,
-                        "annotations": [a for a in annotations if a], "logprobs": _logprobs(choice.get("logprobs"))})
-    if message.get("refusal"):
-        content.append({"type": "refusal", "refusal": message["refusal"]})
-    if content:
-        output.append({"id": new_id("msg"), "type": "message", "status": status, "role": "assistant",
-                       "content": content})
-    for call in message.get("tool_calls") or ():
-        function = call.get("function") or {}
-        output.append({"id": new_id("fc"), "type": "function_call", "status": status,
-                       "call_id": call.get("id") or new_id("call"), "name": function.get("name", ""),
-                       "arguments": function.get("arguments") or ""})
-    result: dict[str, Any] = {"status": status, "output": output, "usage": usage_from_chat(data.get("usage"))}
-    if incomplete:
-        result["incomplete_details"] = {"reason": incomplete}
-    return result
+    """A non-streaming chat completion -> the result part of a Response (see `ChunkTranslator.completion`)."""
+    return ChunkTranslator().completion(data)
 
 
 def _content_chunks(content: list[Any]) -> list[tuple[str, str]]:
