@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from sluice.canonical.checks import check_cache_control, check_schema, check_tool_choice, check_tools
 from sluice.errors import InvalidRequest
 
 MAX_SAFE_INT = 9007199254740991
@@ -159,6 +160,8 @@ def parse_request(body: bytes) -> CanonicalRequest:
         raw = _decoder.decode(body)
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"We could not parse the JSON body of your request: {exc}.", code="invalid_json") from None
+    except RecursionError:
+        raise InvalidRequest("The JSON body of your request is nested too deeply.", code="invalid_json") from None
     if not isinstance(raw, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
     try:
@@ -207,6 +210,8 @@ def normalize_input(value: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
     for i, item in enumerate(value):
         kind = item.get("type", "message")
         where = f"input[{i}]"
+        if "cache_control" in item:
+            check_cache_control(item["cache_control"], f"{where}.cache_control")
         if kind == "message":
             items.append(_normalize_message(item, where))
             continue
@@ -238,7 +243,7 @@ def normalize_input(value: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _normalize_message(item: dict[str, Any], where: str) -> dict[str, Any]:
     role = item.get("role")
-    if role not in _ROLES:
+    if not isinstance(role, str) or role not in _ROLES:
         raise _fail(f"{where}.role", f"Invalid value for '{where}.role': expected one of 'user', 'assistant', "
                     f"'system' or 'developer', got {role!r}.")
     content = item.get("content")
@@ -259,9 +264,8 @@ def _normalize_message(item: dict[str, Any], where: str) -> dict[str, Any]:
 def _check_part(part: Any, where: str) -> None:
     if not isinstance(part, dict) or not isinstance(part.get("type"), str):
         raise _fail(f"{where}.type", f"Missing required parameter: '{where}.type'.", "missing_required_parameter")
-    if "cache_control" in part and not isinstance(part["cache_control"], dict):
-        raise _fail(f"{where}.cache_control", f"Invalid type for '{where}.cache_control': expected an object.",
-                    "invalid_type")
+    if "cache_control" in part:
+        check_cache_control(part["cache_control"], f"{where}.cache_control")
     kind = part["type"]
     field = _TEXT_PARTS.get(kind)
     if field is not None:
@@ -308,6 +312,8 @@ def _check_request(req: ResponsesRequest) -> None:
             if params is not None and not isinstance(params, dict):
                 raise _fail(f"tools[{i}].parameters", f"Invalid type for 'tools[{i}].parameters': expected an "
                             "object (a JSON schema).", "invalid_type")
+    if req.tools:
+        check_tools(req.tools)
     choice = req.tool_choice
     if isinstance(choice, str) and choice not in ("auto", "none", "required"):
         raise _fail("tool_choice", f"Invalid value for 'tool_choice': expected 'auto', 'none', 'required' or an "
@@ -319,6 +325,7 @@ def _check_request(req: ResponsesRequest) -> None:
         if choice["type"] == "function" and not isinstance(choice.get("name"), str):
             raise _fail("tool_choice.name", "Missing required parameter: 'tool_choice.name'.",
                         "missing_required_parameter")
+        check_tool_choice(choice)
     fmt = req.text.format if req.text else None
     if fmt is not None:
         kind = fmt.get("type")
@@ -332,6 +339,7 @@ def _check_request(req: ResponsesRequest) -> None:
             if not isinstance(fmt.get("schema"), dict):
                 raise _fail("text.format.schema", "Missing required parameter: 'text.format.schema'.",
                             "missing_required_parameter")
+            check_schema(fmt["schema"], "text.format.schema")
     routing = req.routing
     if routing is not None:
         for name, part in (("model", routing.model), ("provider", routing.provider)):

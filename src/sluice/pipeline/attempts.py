@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from sluice.config import RoutingConfig
 from sluice.errors import RETRYABLE, GatewayError, NoRouteSucceeded, UpstreamError, status_for_code
 from sluice.pipeline.context import Attempt, RequestContext
-from sluice.providers.base import Adapter
+from sluice.providers.base import UPSTREAM_CALLED, Adapter
 from sluice.routing.catalog import Route
 from sluice.routing.policy import Action, RoutingPolicy
 
@@ -47,6 +47,7 @@ async def run_attempts(ctx: RequestContext, routes: Sequence[Route], start: Star
             calls += 1
             attempt = Attempt(route, time.monotonic())
             ctx.attempts.append(attempt)
+            UPSTREAM_CALLED.set(False)
             try:
                 return await start(route, attempt)
             except Exception as exc:  # any adapter failure is this route's failure
@@ -69,6 +70,10 @@ def as_upstream_error(exc: Exception, route: Route, adapter: Adapter) -> Upstrea
         return exc
     if isinstance(exc, GatewayError):
         raise exc  # the request itself was refused (e.g. a field the protocol cannot carry)
+    if not UPSTREAM_CALLED.get():
+        # Nothing was sent: building the request failed, which is Sluice's bug, not the route's.
+        log.exception("building the request for %s failed", route.label)
+        raise GatewayError("The server had an error while processing your request.", code="internal_error")
     # An answer the adapter could not read (malformed JSON, unexpected shape): the route failed,
     # another may not. Never a 500 for the client.
     log.warning("route %s sent an unreadable answer: %s", route.label, type(exc).__name__)

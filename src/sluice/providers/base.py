@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Callable, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 import msgspec
@@ -23,7 +24,12 @@ from sluice.providers.transport import NetworkError, UpstreamClient, UpstreamRes
 
 Event = dict[str, Any]
 
-__all__ = ["CLIENT_FAULT", "RETRYABLE", "Adapter", "Event", "unsupported"]
+# Whether the running attempt has sent its request upstream yet. An exception before that is
+# Sluice's own failure while building the request, not the provider's: the attempt loop reports
+# it as a server error instead of blaming the route and failing over.
+UPSTREAM_CALLED: ContextVar[bool] = ContextVar("upstream_called", default=False)
+
+__all__ = ["CLIENT_FAULT", "RETRYABLE", "UPSTREAM_CALLED", "Adapter", "Event", "unsupported"]
 
 _KEYLIKE = re.compile(r"(sk-[A-Za-z0-9_\-]{8,}|sk-ant-[A-Za-z0-9_\-]{8,}|AIza[0-9A-Za-z_\-]{20,}|AKIA[0-9A-Z]{16})")
 
@@ -75,6 +81,7 @@ class Adapter:
 
         A failure to connect or a non-2xx answer raises `UpstreamError` (the response closed).
         """
+        UPSTREAM_CALLED.set(True)
         try:
             resp = await self.client.post(url, body, headers)
         except NetworkError as exc:
