@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 import yaml
@@ -33,6 +34,34 @@ class ConfigError(Exception):
     """The configuration cannot be used; the message says where and why."""
 
 
+class _CredentialsInURL(ConfigError, ValueError):
+    """Also a ValueError: msgspec reports those raised while it builds a struct as validation errors."""
+
+
+_URL_CREDENTIALS = (
+    "must not contain credentials (user:password@host): Sluice does not take credentials from URLs. "
+    "Put the key in `api_key`, or the header the provider expects in `headers` "
+    "(e.g. `authorization: Basic ...`)"
+)
+
+
+def _has_url_credentials(url: str | None) -> bool:
+    if not url:
+        return False
+    try:
+        netloc = urlsplit(url).netloc
+    except ValueError:  # e.g. a broken [IPv6] host: look at the authority by hand
+        netloc = re.split(r"[/?#]", url.partition("//")[2], maxsplit=1)[0]
+    return "@" in netloc
+
+
+PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
+# Caps on what is read from an upstream (docs/security.md), per provider. Generous: a generated
+# image can come whole, base64, in one answer or one stream event.
+DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_EVENT_BYTES = 16 * 1024 * 1024
+
+
 class Price(msgspec.Struct, forbid_unknown_fields=True):
     """USD per 1M tokens."""
 
@@ -51,6 +80,10 @@ class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True):
     connect_timeout: float = 10.0
     options: dict[str, Any] = {}
     aliases: list[str] = []
+    # An upstream is untrusted (docs/security.md): the most read of one whole (non-streaming)
+    # answer, and of one stream event (SSE event or Bedrock eventstream frame) still being received.
+    max_response_bytes: PositiveInt = DEFAULT_MAX_RESPONSE_BYTES
+    max_event_bytes: PositiveInt = DEFAULT_MAX_EVENT_BYTES
     # Bedrock / AWS.
     region: str | None = None
     aws_access_key_id: str | None = None
@@ -59,6 +92,13 @@ class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True):
     # Built-in catalog only: the provider is enabled by these environment variables.
     api_key_env: str | None = None
     base_url_env: str | None = None
+
+    def __post_init__(self) -> None:
+        # Rejected rather than supported: URL credentials are easy to leak (logs, error text) and
+        # each provider wants its key in its own header. parse_config says which provider; this
+        # catches the other ways in (a built-in provider's *_BASE_URL variable).
+        if _has_url_credentials(self.base_url):
+            raise _CredentialsInURL(f"a provider's base_url (or its *_BASE_URL variable) {_URL_CREDENTIALS}")
 
 
 class RouteConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -146,8 +186,15 @@ def parse_config(text: str, *, source: str = "<config>") -> Config:
         raise ConfigError(f"{source}: invalid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the top level must be a mapping")
+    expanded = _expand(raw)
+    providers = expanded.get("providers")
+    for name, provider in (providers if isinstance(providers, dict) else {}).items():
+        if isinstance(provider, dict) and isinstance(provider.get("base_url"), str) \
+                and _has_url_credentials(provider["base_url"]):
+            # The URL itself is not repeated: its password would end up in the log.
+            raise ConfigError(f"{source}: providers.{name}.base_url {_URL_CREDENTIALS}")
     try:
-        return msgspec.convert(_expand(raw), Config, strict=False)
+        return msgspec.convert(expanded, Config, strict=False)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{source}: {exc}") from None
 

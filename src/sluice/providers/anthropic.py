@@ -21,7 +21,7 @@ from sluice.canonical.reasoning import seal
 from sluice.canonical.request import CanonicalRequest
 from sluice.canonical.stream import ResponseEventBuilder
 from sluice.config import ProviderConfig
-from sluice.errors import InvalidRequest, UpstreamError
+from sluice.errors import InvalidRequest, UpstreamError, status_error_type
 from sluice.providers.anthropic_request import HOSTED_WEB_SEARCH, PROTOCOL, SUPPORTED_ITEMS, Plan, build_body
 from sluice.providers.base import Adapter, Event, unsupported
 from sluice.providers.transport import UpstreamClient
@@ -107,10 +107,9 @@ class AnthropicAdapter(Adapter):
         return MessageTranslator(plan).message(data)
 
     def _error_in_body(self, raw: bytes, data: Any) -> UpstreamError:
-        err = data.get("error") if isinstance(data, dict) else None
-        kind = err.get("type") if isinstance(err, dict) else None
-        status = _ERRORS[kind][0] if kind in _ERRORS else 502
-        return self.error_from_body(status, raw)
+        # An error inside a 200 answer: no HTTP status speaks for it, so its `error.type` decides
+        # (see error_from_body); an unknown or missing type is a 502.
+        return self.error_from_body(200, raw)
 
     # --- streaming ---------------------------------------------------------------------------
 
@@ -149,18 +148,29 @@ class AnthropicAdapter(Adapter):
     # --- errors ------------------------------------------------------------------------------
 
     def error_from_body(self, status: int, body: bytes, retry_after: str | None = None) -> UpstreamError:
-        """Anthropic's `{"type":"error","error":{"type","message"}}` in OpenAI's shape and statuses."""
+        """Anthropic's `{"type":"error","error":{"type","message"}}` in OpenAI's shape and statuses.
+
+        The HTTP status comes first: it is what the upstream (or a proxy in front of it) decided,
+        and it decides failover; a body saying `authentication_error` in a 500 is still a 500. The
+        body's `error.type` gives the status only when there is no informative one: an error
+        inside a 200 answer or stream (`status` < 400).
+        """
         message, kind, _, _ = self.parse_error_body(body)
         kind = kind or _STATUS_TYPES.get(status)
-        client_status, etype, code = _ERRORS.get(kind or "", (status, None, None))
-        if status == 529:
-            client_status = 503
+        mapped = _ERRORS.get(kind or "")
+        # 529 is Anthropic's own "overloaded"; clients and proxies know 503.
+        client_status = 503 if status == 529 else status
+        if status < 400:
+            client_status = mapped[0] if mapped else 502
         exc = super().error_from_body(client_status, body, retry_after)
-        if etype is not None:
-            exc.type = etype
-        exc.code = code or exc.code
+        if mapped is not None and mapped[0] == client_status:
+            # The type agrees with the status: its OpenAI type and code are the precise ones.
+            exc.type = mapped[1]
+            exc.code = mapped[2] or exc.code
+        else:
+            exc.type = status_error_type(client_status)
         if not message:
-            exc.message = f"{self.name}: HTTP {status}"
+            exc.message = f"{self.name}: HTTP {status}" if status >= 400 else f"{self.name}: {kind or 'error'}"
         return exc
 
 

@@ -6,8 +6,10 @@ import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextvars import ContextVar
 from typing import Any
+from urllib.parse import quote
 
 import msgspec
+from yarl import URL
 
 from sluice.canonical.request import CanonicalRequest
 from sluice.config import ProviderConfig
@@ -20,7 +22,13 @@ from sluice.errors import (
     status_error_type,
 )
 from sluice.providers.sse import SSEDecoder
-from sluice.providers.transport import NetworkError, UpstreamClient, UpstreamResponse, describe_network_error
+from sluice.providers.transport import (
+    NetworkError,
+    ResponseTooLarge,
+    UpstreamClient,
+    UpstreamResponse,
+    describe_network_error,
+)
 
 Event = dict[str, Any]
 
@@ -47,6 +55,7 @@ class Adapter:
         self.name = name
         self.config = config
         self.client = client or UpstreamClient(config)
+        self._redactor: tuple[tuple[str, ...], re.Pattern[str] | None] | None = None
 
     async def close(self) -> None:
         await self.client.close()
@@ -88,6 +97,8 @@ class Adapter:
             raise self.transport_error(exc) from None
         if resp.status >= 300:
             try:
+                if resp.status < 400:
+                    raise self.redirect_error(resp.status, resp.headers.get("location"))
                 raise await self.error_from_response(resp)
             finally:
                 await resp.aclose()
@@ -105,7 +116,7 @@ class Adapter:
         reading early (after `[DONE]`, `message_stop`, an error chunk). A broken connection
         raises `UpstreamError`.
         """
-        decoder = SSEDecoder()
+        decoder = SSEDecoder(self.config.max_event_bytes)
         try:
             async for chunk in resp.chunks():
                 batch = translate(decoder.feed(chunk))
@@ -117,6 +128,8 @@ class Adapter:
             if batch:
                 yield batch
         except NetworkError as exc:
+            if isinstance(exc, ResponseTooLarge):
+                resp.abandon()  # the rest of an oversized stream is not worth reading
             raise self.transport_error(exc) from None
 
     def invalid_response(self) -> UpstreamError:
@@ -124,21 +137,66 @@ class Adapter:
         return UpstreamError(f"{self.name}: upstream sent invalid JSON", provider=self.name, retryable=True,
                              status=502, code="upstream_invalid_response")
 
+    def redirect_error(self, status: int, location: str | None) -> UpstreamError:
+        """A 3xx answer: never followed, this route's failure.
+
+        Following it would send this provider's credentials (`x-api-key`, `x-goog-api-key`, secret
+        headers) and, on 307/308, the user's prompt to whatever origin the upstream names, and take
+        that origin's answer for the provider's. The message names the target's origin only: a
+        Location's path and query may carry secrets.
+        """
+        target = ""
+        try:
+            url = URL(location or "")
+            if url.is_absolute() and url.host:
+                target = f" to {url.origin()}"
+        except (TypeError, ValueError):
+            pass
+        return UpstreamError(
+            self.redact_secrets(f"{self.name}: the upstream answered with a redirect (HTTP {status}){target}; "
+                                "Sluice does not follow upstream redirects: set the provider's base_url to "
+                                "the address that answers."),
+            provider=self.name, retryable=False, status=502, code="upstream_redirect")
+
     def secrets(self) -> list[str]:
         """Every credential this adapter sends upstream (subclasses add what they derive)."""
         config = self.config
-        found = [config.api_key, config.aws_secret_access_key, config.aws_session_token, *config.headers.values()]
+        found = [config.api_key, config.aws_access_key_id, config.aws_secret_access_key, config.aws_session_token,
+                 *config.headers.values()]
         # Header values such as "Bearer xyz": the token alone must go too.
-        found += [value.split(" ", 1)[1] for value in config.headers.values() if " " in value]
-        return [secret for secret in found if secret and len(secret) >= 8]
+        found += [value.partition(" ")[2].strip() for value in config.headers.values() if " " in value.strip()]
+        # Whatever its length: a short secret is still a secret (the price is some "[redacted]" in text).
+        return [secret for secret in found if secret]
 
     def redact_secrets(self, text: str) -> str:
         """Never let a provider credential travel back in an error message or a log line."""
-        for secret in self.secrets():
-            text = text.replace(secret, "[redacted]")
+        pattern = self._secret_pattern()
+        if pattern is not None:
+            text = pattern.sub("[redacted]", text)
         return _KEYLIKE.sub("[redacted]", text)
 
+    def _secret_pattern(self) -> re.Pattern[str] | None:
+        """One alternation of every secret (and its URL-encoded form), longest first.
+
+        One pass, longest first: a secret that is part of a longer one cannot leave the longer one's
+        remainder readable, and a short secret (even one character) cannot rewrite the
+        "[redacted]" markers already put in. Compiled once per set of secrets (errors are rare,
+        but a retry storm should not recompile it every time).
+        """
+        found = set(self.secrets())
+        found.update(quote(secret, safe="") for secret in list(found))  # as echoed in a URL
+        secrets = tuple(sorted(found, key=lambda s: (-len(s), s)))
+        cached = self._redactor
+        if cached is None or cached[0] != secrets:
+            pattern = re.compile("|".join(map(re.escape, secrets))) if secrets else None
+            self._redactor = cached = (secrets, pattern)
+        return cached[1]
+
     def transport_error(self, exc: BaseException) -> UpstreamError:
+        if isinstance(exc, ResponseTooLarge):
+            # Retrying would read the same oversized answer again: fail this route, try the next.
+            return UpstreamError(f"{self.name}: {exc}; Sluice stopped reading it", provider=self.name,
+                                 retryable=False, status=502, code="upstream_response_too_large")
         detail = self.redact_secrets(describe_network_error(exc))
         # Raised for a refused connection and for one that breaks mid-answer alike.
         return UpstreamError(f"The connection to provider '{self.name}' failed: {detail}", provider=self.name,
@@ -147,7 +205,7 @@ class Adapter:
     async def error_from_response(self, resp: UpstreamResponse) -> UpstreamError:
         """Turn a non-2xx upstream answer into an OpenAI-shaped `UpstreamError`."""
         try:
-            body = await resp.read()
+            body = await resp.read_prefix()  # a message fits; a 200 MB error body is not read
         except NetworkError:
             body = b""
         return self.error_from_body(resp.status, body, resp.headers.get("retry-after"))

@@ -36,7 +36,7 @@ from sluice.providers.bedrock_response import (
     stream_exception,
     usage,
 )
-from sluice.providers.transport import NetworkError, UpstreamClient, UpstreamResponse
+from sluice.providers.transport import NetworkError, ResponseTooLarge, UpstreamClient, UpstreamResponse
 
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
@@ -205,10 +205,15 @@ class BedrockAdapter(Adapter):
             translator = ConverseTranslator(plan)
             started = False  # Responses events wait for the first content, so an early exception can fail over
             frames = EventStreamBuffer()
+            # Bytes of a frame not complete yet: capped like an SSE event (botocore would buffer
+            # up to its own 24 MiB payload limit, re-copying the buffer on every chunk).
+            pending, limit = 0, self.config.max_event_bytes
             async for chunk in resp.chunks():
                 frames.add_data(chunk)
+                pending += len(chunk)
                 batch: list[Event] = []
                 for frame in frames:
+                    pending -= frame.prelude.total_length
                     headers_in = frame.headers
                     if headers_in.get(":message-type") == "event":
                         events = translator.feed(headers_in.get(":event-type") or "",
@@ -227,6 +232,9 @@ class BedrockAdapter(Adapter):
                     yield batch
                 if translator.error is not None:
                     break
+                if pending > limit:
+                    resp.abandon()
+                    raise ResponseTooLarge("one stream event", limit, "max_event_bytes")
             events = translator.finish()
             if events:
                 yield events
@@ -242,7 +250,7 @@ class BedrockAdapter(Adapter):
 
     async def error_from_response(self, resp: UpstreamResponse) -> UpstreamError:
         try:
-            body = await resp.read()
+            body = await resp.read_prefix()  # a message fits; the rest of a huge error body is not read
         except NetworkError:
             body = b""
         return self.aws_error(resp.status, body, resp.headers.get("x-amzn-errortype"),
