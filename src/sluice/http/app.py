@@ -9,7 +9,7 @@ from typing import Any
 
 from sluice.canonical.request import parse_request
 from sluice.config import Config, load_config
-from sluice.errors import GatewayError, NotFound, Unauthorized
+from sluice.errors import GatewayError, NotFound
 from sluice.gateway import Gateway
 from sluice.http.asgi import (
     ClientGone,
@@ -23,9 +23,10 @@ from sluice.http.asgi import (
     send_json,
     send_sse,
 )
+from sluice.http.auth import Authenticator
 from sluice.routing.catalog import Catalog, build_catalog
-from sluice.state.db import create_engine, init_schema
-from sluice.state.keys import ANONYMOUS, MASTER, KeyStore, Principal, is_master
+from sluice.state.db import create_engine, describe_error, migrate
+from sluice.state.keys import KeyStore, Principal
 
 log = logging.getLogger("sluice")
 
@@ -41,26 +42,29 @@ class UnsupportedMediaType(GatewayError):
 
 
 class SluiceApp:
-    """`POST /v1/responses`, `GET /v1/models[/{id}]`, `GET /health`."""
+    """`POST /v1/responses`, `GET /v1/models[/{id}]`, `GET /health`, `GET /ready`."""
 
     def __init__(self, config: Config, catalog: Catalog | None = None) -> None:
         self.config = config
         self.catalog = catalog or build_catalog(config)
         self.gateway: Gateway | None = None
         self.keys: KeyStore | None = None
-        self.require_auth = bool(config.master_key)
+        self.auth: Authenticator | None = None
         self._engine: Any = None
 
     # --- lifespan ----------------------------------------------------------------------------
 
     async def startup(self) -> None:
         self._engine = create_engine(self.config.database)
-        await init_schema(self._engine)
+        try:
+            # `sluice serve` migrated before starting workers; this covers an app started otherwise.
+            await migrate(self._engine)
+        except Exception as exc:
+            # Not fatal: /ready says 503 and requests that need the database get 503 until it answers.
+            log.warning("cannot prepare the database: %s", describe_error(exc))
         self.keys = KeyStore(self._engine)
-        if not self.require_auth and await self.keys.count_active() > 0:
-            self.require_auth = True
-        if not self.require_auth:
-            log.warning("no master_key and no API keys: the gateway accepts unauthenticated requests")
+        self.auth = Authenticator(self.config, self._engine, self.keys)
+        await self.auth.start()
         self.gateway = Gateway(self.config, self.catalog)
         # Everything allocated so far lives as long as the process: move it out of the
         # collector's sight, so full collections stop re-scanning ~70k import-time objects
@@ -131,30 +135,17 @@ class SluiceApp:
                                param="model", code="model_not_found")
             await send_json(send, 200, entry.card(self.catalog.created))
         elif path in ("/health", "/healthz"):
-            await send_json(send, 200, {"status": "ok"})
+            await send_json(send, 200, {"status": "ok"})  # liveness: the process serves
+        elif path in ("/ready", "/readyz"):
+            assert self.auth is not None  # readiness: the database answers
+            ready = await self.auth.ready()
+            await send_json(send, 200 if ready else 503, {"status": "ready" if ready else "unavailable"})
         else:
             raise NotFound(f"Unknown request URL: {method} {path}.", code="unknown_url")
 
     async def _authenticate(self, scope: Scope) -> Principal:
-        value = header(scope, b"authorization")
-        if value is None:
-            if not self.require_auth:
-                return ANONYMOUS
-            raise Unauthorized("You didn't provide an API key. Pass it as 'Authorization: Bearer <key>'.",
-                               code="missing_api_key")
-        scheme, _, key = value.decode("latin-1").partition(" ")
-        key = key.strip()
-        if scheme.lower() != "bearer" or not key:
-            raise Unauthorized("Malformed Authorization header: expected 'Bearer <key>'.")
-        if is_master(key, self.config.master_key):
-            return MASTER
-        assert self.keys is not None
-        principal = await self.keys.authenticate(key)
-        if principal is not None:
-            return principal
-        if not self.require_auth:
-            return ANONYMOUS
-        raise Unauthorized("Incorrect API key provided.")
+        assert self.auth is not None
+        return await self.auth.authenticate(scope)
 
     async def _responses(self, scope: Scope, receive: Receive, send: Send) -> None:
         content_type = header(scope, b"content-type")
