@@ -9,9 +9,11 @@ import os
 import sys
 from datetime import UTC, datetime
 
-from sluice.config import Config, ConfigError, load_config
-from sluice.state.db import create_engine, init_schema
+from sluice.config import Config, ConfigError, DatabaseConfig, load_config
+from sluice.state.db import create_engine, describe_error, display_url, migrate
 from sluice.state.keys import KeyStore
+
+APP = "sluice.http.app:create_app"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,8 +52,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(config: Config, args: argparse.Namespace) -> int:
-    import uvicorn
-
     from sluice.routing.catalog import build_catalog
 
     server = config.server
@@ -65,10 +65,40 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"sluice: {exc}", file=sys.stderr)
         return 2
+    database = config.database_config()
+    try:
+        # Once, here, before any worker exists: workers creating tables at the same moment race.
+        asyncio.run(_migrate(database))
+    except Exception as exc:
+        print(f"sluice: cannot prepare the database {display_url(database.url)}: {describe_error(exc)}",
+              file=sys.stderr)
+        return 1
     print(f"sluice: serving {len(catalog.models)} models from {len(catalog.providers)} providers "
           f"on http://{host}:{port} ({workers} worker{'s' if workers != 1 else ''})", file=sys.stderr)
-    uvicorn.run(
-        "sluice.http.app:create_app",
+    return run_server(APP, host=host, port=port, workers=workers, log_level=log_level)
+
+
+async def _migrate(database: DatabaseConfig) -> None:
+    engine = create_engine(database)
+    try:
+        await migrate(engine)
+    finally:
+        await engine.dispose()
+
+
+def run_server(app: str, *, host: str, port: int, workers: int, log_level: str) -> int:
+    """Serve the ASGI app factory `app`; the exit status is non-zero if a worker could not start.
+
+    `uvicorn.run` with several workers returns normally (exit status 0) after a worker fails
+    its startup and the supervisor stops the others, so a process manager would not restart
+    the gateway. This runs the same supervisor and looks at how its workers ended.
+    """
+    import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.supervisors import Multiprocess
+
+    uvicorn_config = uvicorn.Config(
+        app,
         factory=True,
         host=host,
         port=port,
@@ -84,13 +114,29 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
         log_level=log_level,
         timeout_graceful_shutdown=10,
     )
-    return 0
+    if workers > 1:
+        supervisor = Multiprocess(uvicorn_config, sockets=[uvicorn_config.bind_socket()])
+        supervisor.run()
+        if any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes):
+            print("sluice: a worker failed to start (see the log above); stopped", file=sys.stderr)
+            return STARTUP_FAILURE
+        return 0
+    server = uvicorn.Server(uvicorn_config)
+    try:
+        server.run()
+    except SystemExit as exc:  # uvicorn exits the process when the app's startup fails
+        if exc.code:
+            print("sluice: the server failed to start (see the log above)", file=sys.stderr)
+            return int(exc.code) if isinstance(exc.code, int) else STARTUP_FAILURE
+        raise
+    return 0 if server.started else STARTUP_FAILURE
 
 
 async def _keys(config: Config, args: argparse.Namespace) -> int:
-    engine = create_engine(config.database)
+    database = config.database_config()
+    engine = create_engine(database)
     try:
-        await init_schema(engine)
+        await migrate(engine)
         store = KeyStore(engine)
         if args.action == "create":
             try:
@@ -114,6 +160,10 @@ async def _keys(config: Config, args: argparse.Namespace) -> int:
                 return 1
             print(f"Revoked key {args.name!r}.")
         return 0
+    except Exception as exc:  # the database is down, refuses us, or does not answer in time
+        print(f"sluice: cannot use the database {display_url(database.url)}: {describe_error(exc)}",
+              file=sys.stderr)
+        return 1
     finally:
         await engine.dispose()
 

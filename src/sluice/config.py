@@ -143,8 +143,21 @@ class RoutingConfig(msgspec.Struct, forbid_unknown_fields=True):
     deadline: float = 600.0
 
 
+Seconds = Annotated[float, msgspec.Meta(gt=0)]
+
+
+class DatabaseConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """`database:` as a mapping. The plain string form (`database: <url>`) is the URL with these defaults."""
+
+    url: str = "sqlite:///sluice.db"
+    # Every wait on the database is bounded, so a down or frozen database is an error within
+    # seconds (a 503 for the client), never a hang.
+    connect_timeout: Seconds = 5.0  # opening a connection, or waiting for a pooled one
+    statement_timeout: Seconds = 5.0  # one statement; on SQLite also the busy (lock) timeout
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True):
-    database: str = "sqlite:///sluice.db"
+    database: str | DatabaseConfig = "sqlite:///sluice.db"
     redis: str | None = None
     master_key: str | None = None
     builtin_catalog: bool = True
@@ -152,6 +165,12 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     routing: RoutingConfig = msgspec.field(default_factory=RoutingConfig)
     providers: dict[str, ProviderConfig] = {}
     models: dict[str, ModelConfig] = {}
+
+    def database_config(self) -> DatabaseConfig:
+        """`database` in its mapping form, whichever form the file used."""
+        if isinstance(self.database, DatabaseConfig):
+            return self.database
+        return DatabaseConfig(url=self.database)
 
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

@@ -74,6 +74,20 @@ class PayloadTooLarge(GatewayError):
     type = "invalid_request_error"
 
 
+class ServiceUnavailable(GatewayError):
+    """A dependency of the gateway (e.g. the key store) cannot answer right now: 503 with `Retry-After`.
+
+    Clients and SDKs retry a 503 after `Retry-After` seconds; the request itself was fine.
+    """
+
+    status = 503
+    type = "server_error"
+
+    def __init__(self, message: str, *, retry_after: int = 1, **kw: Any) -> None:
+        headers = {"retry-after": str(max(1, retry_after)), **(kw.pop("headers", None) or {})}
+        super().__init__(message, headers=headers, **kw)
+
+
 class UpstreamError(GatewayError):
     """A provider answered with an error, or could not be reached.
 

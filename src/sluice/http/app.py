@@ -8,14 +8,15 @@ import os
 from typing import Any
 
 from sluice.config import Config, load_config
-from sluice.errors import GatewayError, NotFound, Unauthorized
-from sluice.http.asgi import ClientGone, Receive, Scope, Send, header, send_error, send_json
+from sluice.errors import GatewayError, NotFound
+from sluice.http.asgi import ClientGone, Receive, Scope, Send, send_error, send_json
+from sluice.http.auth import Authenticator
 from sluice.http.responses import ResponsesSurface
 from sluice.http.routes import Call, RouteTable
 from sluice.pipeline import Pipeline
 from sluice.routing.catalog import Catalog, build_catalog
-from sluice.state.db import create_engine, init_schema
-from sluice.state.keys import ANONYMOUS, MASTER, KeyStore, Principal, is_master
+from sluice.state.db import create_engine, describe_error, migrate
+from sluice.state.keys import ANONYMOUS, KeyStore, Principal
 
 log = logging.getLogger("sluice")
 
@@ -28,7 +29,7 @@ class SluiceApp:
         self.catalog = catalog or build_catalog(config)
         self.pipeline: Pipeline | None = None
         self.keys: KeyStore | None = None
-        self.require_auth = bool(config.master_key)
+        self.auth: Authenticator | None = None
         self.routes = RouteTable()
         self._engine: Any = None
 
@@ -36,12 +37,15 @@ class SluiceApp:
 
     async def startup(self) -> None:
         self._engine = create_engine(self.config.database)
-        await init_schema(self._engine)
+        try:
+            # `sluice serve` migrated before starting workers; this covers an app started otherwise.
+            await migrate(self._engine)
+        except Exception as exc:
+            # Not fatal: /ready says 503 and requests that need the database get 503 until it answers.
+            log.warning("cannot prepare the database: %s", describe_error(exc))
         self.keys = KeyStore(self._engine)
-        if not self.require_auth and await self.keys.count_active() > 0:
-            self.require_auth = True
-        if not self.require_auth:
-            log.warning("no master_key and no API keys: the gateway accepts unauthenticated requests")
+        self.auth = Authenticator(self.config, self._engine, self.keys)
+        await self.auth.start()
         self.pipeline = pipeline = Pipeline(self.config, self.catalog)
         responses = ResponsesSurface(pipeline, self.config.server)
         routes = self.routes
@@ -50,6 +54,8 @@ class SluiceApp:
         routes.add("GET", "/v1/models/", self._get_model)
         routes.add("GET", "/health", self._health, authenticated=False)
         routes.add("GET", "/healthz", self._health, authenticated=False)
+        routes.add("GET", "/ready", self._ready, authenticated=False)
+        routes.add("GET", "/readyz", self._ready, authenticated=False)
         # Everything allocated so far lives as long as the process: move it out of the
         # collector's sight, so full collections stop re-scanning ~70k import-time objects
         # (each took ~24 ms and set the p99 under load).
@@ -117,28 +123,16 @@ class SluiceApp:
         await send_json(call.send, 200, entry.card(self.catalog.created))
 
     async def _health(self, call: Call) -> None:
-        await send_json(call.send, 200, {"status": "ok"})
+        await send_json(call.send, 200, {"status": "ok"})  # liveness: the process serves
+
+    async def _ready(self, call: Call) -> None:
+        assert self.auth is not None  # readiness: the database answers
+        ready = await self.auth.ready()
+        await send_json(call.send, 200 if ready else 503, {"status": "ready" if ready else "unavailable"})
 
     async def _authenticate(self, scope: Scope) -> Principal:
-        value = header(scope, b"authorization")
-        if value is None:
-            if not self.require_auth:
-                return ANONYMOUS
-            raise Unauthorized("You didn't provide an API key. Pass it as 'Authorization: Bearer <key>'.",
-                               code="missing_api_key")
-        scheme, _, key = value.decode("latin-1").partition(" ")
-        key = key.strip()
-        if scheme.lower() != "bearer" or not key:
-            raise Unauthorized("Malformed Authorization header: expected 'Bearer <key>'.")
-        if is_master(key, self.config.master_key):
-            return MASTER
-        assert self.keys is not None
-        principal = await self.keys.authenticate(key)
-        if principal is not None:
-            return principal
-        if not self.require_auth:
-            return ANONYMOUS
-        raise Unauthorized("Incorrect API key provided.")
+        assert self.auth is not None
+        return await self.auth.authenticate(scope)
 
 
 def create_app(config: Config | None = None) -> SluiceApp:

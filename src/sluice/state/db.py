@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import stat
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.schema import CreateIndex, CreateTable
+
+from sluice.config import DatabaseConfig
+
+log = logging.getLogger("sluice")
 
 metadata = sa.MetaData()
 
@@ -18,6 +28,10 @@ api_keys = sa.Table(
     sa.Column("revoked_at", sa.BigInteger, nullable=True),
 )
 
+# The PostgreSQL advisory lock that serializes schema changes across processes and hosts
+# (any fixed 64-bit number; this one spells "sluice").
+_MIGRATION_LOCK = 0x736C75696365
+
 
 def async_url(url: str) -> str:
     """Map the config's plain URLs onto SQLAlchemy's async drivers."""
@@ -29,10 +43,95 @@ def async_url(url: str) -> str:
     return url
 
 
-def create_engine(url: str) -> AsyncEngine:
-    return create_async_engine(async_url(url), pool_pre_ping=True)
+def display_url(url: str) -> str:
+    """The URL for messages and logs: never its password."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return "<unparseable database URL>"
 
 
-async def init_schema(engine: AsyncEngine) -> None:
+def describe_error(exc: BaseException) -> str:
+    """One line saying why a database call failed, without SQL, parameters or credentials."""
+    if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None:
+        exc = exc.orig  # SQLAlchemy's text carries the statement and its parameters (e.g. a key hash)
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def create_engine(database: str | DatabaseConfig) -> AsyncEngine:
+    """An engine whose every wait is bounded by the configured timeouts.
+
+    A database that refuses connections fails at once; one that accepts and never answers (a
+    frozen host, a full network buffer) fails within the timeouts instead of hanging requests.
+    """
+    settings = database if isinstance(database, DatabaseConfig) else DatabaseConfig(url=database)
+    url = sa.engine.make_url(async_url(settings.url))
+    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if url.get_backend_name() == "sqlite":
+        in_memory = url.database in (None, "", ":memory:")
+        if not in_memory:
+            _create_private_file(url.database)
+            kwargs["pool_timeout"] = settings.connect_timeout  # waiting for a pooled connection
+        # sqlite3's `timeout` is the busy timeout: how long a statement waits for another writer.
+        kwargs["connect_args"] = {"timeout": settings.statement_timeout}
+    elif url.get_driver_name() == "asyncpg":
+        kwargs["pool_timeout"] = settings.connect_timeout
+        # `command_timeout` is enforced by the client, so it also ends a statement (the pool's
+        # pre-ping included) sent to a server that never answers.
+        kwargs["connect_args"] = {"timeout": settings.connect_timeout, "command_timeout": settings.statement_timeout}
+    return create_async_engine(url, **kwargs)
+
+
+def _create_private_file(path: str | None) -> None:
+    """Create a new SQLite database file readable and writable by its owner only.
+
+    The file holds key hashes (and later, request data). Left to SQLite it would be created
+    with the process umask, usually world-readable 0644. SQLite gives the -journal, -wal and
+    -shm files the main file's permissions, so creating the main file 0600 covers them too.
+    An empty file is a valid, empty SQLite database.
+    """
+    if not path or path.startswith("file:"):
+        return  # SQLite URI filenames: the operator chose how the file is opened
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            return
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            log.warning("the database file %s can be read by other users; `chmod 600` it", path)
+        return
+    except OSError:
+        return  # e.g. a missing directory: SQLite reports it, with its own message, on connect
+    os.close(fd)
+
+
+async def migrate(engine: AsyncEngine) -> None:
+    """Create whatever the schema lacks. Safe to run from many processes at once.
+
+    `metadata.create_all` checks, then creates: two processes starting on a fresh database
+    both see no table and the second fails with "table ... already exists". Here every
+    statement is `IF NOT EXISTS`, and on PostgreSQL the step holds a transaction-scoped
+    advisory lock, because there even concurrent `CREATE TABLE IF NOT EXISTS` statements can
+    collide on the system catalogs.
+    """
     async with engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
+        if conn.dialect.name == "postgresql":
+            await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK})
+        await conn.run_sync(_create_missing)
+
+
+def _create_missing(conn: sa.Connection) -> None:
+    existing = set(sa.inspect(conn).get_table_names())
+    for table in metadata.sorted_tables:
+        if table.name in existing:
+            continue
+        conn.execute(CreateTable(table, if_not_exists=True))
+        for index in table.indexes:
+            conn.execute(CreateIndex(index, if_not_exists=True))
+

@@ -1,16 +1,27 @@
-"""Client API keys: created by the CLI, stored as SHA-256 hashes, checked on every request.
+"""Client API keys: created by the CLI, stored as SHA-256 hashes, looked up by hash.
 
 Keys are 256-bit random tokens, so a fast hash is as safe as a slow one and keeps the check cheap;
 the plaintext exists only in the output of `sluice keys create`.
+
+Format: `sk-sluice-` + 43 base62 characters (the 256-bit token) + 6 base62 characters (the
+token's CRC-32). The checksum lets the gateway refuse a mistyped, truncated or made-up key
+without asking the database. It is not a secret and proves nothing about a key's validity: a
+well-formed key still has to be found in the database. Keys from before the checksum
+(`sk-sluice-` + 43 characters of `secrets.token_urlsafe(32)`) keep working; they differ in length.
+Caching and outage handling live in `sluice.http.auth`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
+import string
 import time
+import zlib
 from dataclasses import dataclass
+from typing import Literal
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -18,8 +29,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sluice.state.db import api_keys
 
 KEY_PREFIX = "sk-sluice-"
-_POSITIVE_TTL = 30.0  # a revoked key stops working within this many seconds on every replica
-_NEGATIVE_TTL = 5.0
+_BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
+_TOKEN_CHARS = 43  # 62**43 > 2**256
+_CHECK_CHARS = 6  # 62**6 > 2**32: a CRC-32 always fits
+_CURRENT = re.compile(re.escape(KEY_PREFIX) + f"[0-9A-Za-z]{{{_TOKEN_CHARS + _CHECK_CHARS}}}")
+_LEGACY = re.compile(re.escape(KEY_PREFIX) + "[A-Za-z0-9_-]{43}")
+
+KeyFormat = Literal["current", "legacy"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,14 +54,40 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def _checksum(token: str) -> str:
+    value = zlib.crc32(token.encode("ascii"))
+    digits = []
+    for _ in range(_CHECK_CHARS):
+        value, digit = divmod(value, 62)
+        digits.append(_BASE62[digit])
+    return "".join(reversed(digits))
+
+
+def new_key() -> str:
+    """A fresh key in the current format."""
+    token = "".join(secrets.choice(_BASE62) for _ in range(_TOKEN_CHARS))
+    return KEY_PREFIX + token + _checksum(token)
+
+
+def key_format(key: str) -> KeyFormat | None:
+    """The format of a presented key, or None if it cannot be a Sluice key. No database involved."""
+    if _CURRENT.fullmatch(key):
+        body = key[len(KEY_PREFIX) :]
+        return "current" if _checksum(body[:_TOKEN_CHARS]) == body[_TOKEN_CHARS:] else None
+    if _LEGACY.fullmatch(key):
+        return "legacy"
+    return None
+
+
 class KeyStore:
+    """The `api_keys` table. Every method is one database round trip; callers handle failures."""
+
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        self._cache: dict[str, tuple[float, Principal | None]] = {}
 
     async def create(self, name: str) -> str:
         """Store a new key and return its plaintext (the only time it exists)."""
-        key = KEY_PREFIX + secrets.token_urlsafe(32)
+        key = new_key()
         async with self.engine.begin() as conn:
             exists = await conn.scalar(sa.select(api_keys.c.id).where(api_keys.c.name == name))
             if exists is not None:
@@ -71,24 +113,12 @@ class KeyStore:
             return int(await conn.scalar(
                 sa.select(sa.func.count()).select_from(api_keys).where(api_keys.c.revoked_at.is_(None))) or 0)
 
-    async def authenticate(self, key: str) -> Principal | None:
-        if not key.startswith(KEY_PREFIX) or len(key) > 128:
-            return None  # not a Sluice key: no database round trip for garbage
-        digest = hash_key(key)
-        now = time.monotonic()
-        cached = self._cache.get(digest)
-        if cached is not None and cached[0] > now:
-            return cached[1]
+    async def find(self, key_hash: str) -> Principal | None:
+        """The active key with this SHA-256 hash, if any."""
         async with self.engine.connect() as conn:
             row = (await conn.execute(sa.select(api_keys.c.id, api_keys.c.name).where(
-                api_keys.c.key_hash == digest, api_keys.c.revoked_at.is_(None)))).first()
-        principal = Principal(row.name, row.id) if row is not None else None
-        if len(self._cache) > 100_000:
-            # Forget the oldest half (dicts keep insertion order), not the keys in use right now.
-            for stale in list(self._cache)[:50_000]:
-                del self._cache[stale]
-        self._cache[digest] = (now + (_POSITIVE_TTL if principal else _NEGATIVE_TTL), principal)
-        return principal
+                api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None)))).first()
+        return Principal(row.name, row.id) if row is not None else None
 
 
 def is_master(key: str, master_key: str | None) -> bool:
