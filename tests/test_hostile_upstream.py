@@ -359,3 +359,79 @@ def test_serve_refuses_base_url_credentials(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "OLLAMA_BASE_URL" in result.stderr or "base_url" in result.stderr
     assert "api_key" in result.stderr and "pa55word-in-env" not in result.stderr
+
+
+# --- credentials echoed inside a stream --------------------------------------------------------------
+
+
+def _stream_with_echo(kind: str, after_content: bool) -> Any:
+    """A 200 stream, in the protocol's own shapes, whose error report echoes the request's headers."""
+
+    def behaviour(h: Any) -> None:
+        echoed = "; ".join(f"{name}={value}" for name, value in h.headers.items())
+        message = f"upstream failure, you sent: {echoed}"
+        events: list[tuple[str | None, dict[str, Any]]] = []
+        if kind == "openai":
+            item = {"id": "msg_1", "type": "message", "status": "in_progress", "role": "assistant", "content": []}
+            if after_content:
+                events += [("response.output_item.added", {"type": "response.output_item.added", "output_index": 0,
+                                                           "item": item}),
+                           ("response.content_part.added", {"type": "response.content_part.added", "item_id": "msg_1",
+                                                            "output_index": 0, "content_index": 0,
+                                                            "part": {"type": "output_text", "text": "",
+                                                                     "annotations": []}}),
+                           ("response.output_text.delta", {"type": "response.output_text.delta", "item_id": "msg_1",
+                                                           "output_index": 0, "content_index": 0, "delta": "Hel"})]
+            events += [("error", {"type": "error", "error": {"code": "server_error", "message": message}}),
+                       ("response.failed", {"type": "response.failed", "response": {
+                           "status": "failed", "output": [], "error": {"code": "server_error", "message": message}}})]
+        elif kind == "openai-chat":
+            if after_content:
+                events.append((None, {"choices": [{"index": 0, "delta": {"content": "Hel"}, "finish_reason": None}]}))
+            events.append((None, {"error": {"message": message, "code": "server_error"}}))
+        elif kind == "anthropic":
+            if after_content:
+                events += [("message_start", {"type": "message_start", "message": {"id": "m", "type": "message",
+                                              "role": "assistant", "content": [], "usage": {"input_tokens": 1}}}),
+                           ("content_block_start", {"type": "content_block_start", "index": 0,
+                                                    "content_block": {"type": "text", "text": ""}}),
+                           ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                                    "delta": {"type": "text_delta", "text": "Hel"}})]
+            events.append(("error", {"type": "error", "error": {"type": "api_error", "message": message}}))
+        else:  # gemini
+            if after_content:
+                events.append((None, {"candidates": [{"content": {"role": "model", "parts": [{"text": "Hel"}]}}]}))
+            events.append((None, {"error": {"code": 500, "message": message, "status": "INTERNAL"}}))
+        body = b"".join((f"event: {name}\n" if name else "").encode() + b"data: " + json.dumps(data).encode()
+                        + b"\n\n" for name, data in events)
+        h.send_response(200)
+        h.send_header("Content-Type", "text/event-stream")
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.write(body)
+
+    return behaviour
+
+
+@pytest.mark.parametrize("after_content", [False, True], ids=["before-content", "after-content"])
+@pytest.mark.parametrize("kind", ["openai", "openai-chat", "anthropic", "gemini"])
+def test_credentials_echoed_inside_a_stream_are_redacted(gw: RunningGateway, hostile: HostileUpstream, kind: str,
+                                                         after_content: bool,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    for prefix in ("p", "s"):
+        hostile.reset(_stream_with_echo(kind, after_content))
+        with caplog.at_level(logging.INFO):
+            resp = post(gw, f"{prefix}-{kind}", stream=True)
+        echoed = " ".join(hostile.requests[0].headers.values())
+        assert HEADER_SECRET in echoed or SHORT_HEADER in echoed  # the upstream did echo them back
+        assert "upstream failure, you sent" in resp.text
+        if after_content:
+            events = sse_events(resp.text)
+            assert [e["type"] for e in events][-2:] == ["error", "response.failed"]
+            assert "you sent" in events[-2]["message"] and "you sent" in events[-1]["response"]["error"]["message"]
+        else:
+            assert resp.status_code >= 400  # nothing had reached the client: the route failed
+        assert_no_secret(resp.text)
+        assert "you sent" in caplog.text  # the failure was logged...
+        assert_no_secret(caplog.text)  # ...without the credentials
+        caplog.clear()
