@@ -7,9 +7,15 @@ from sluice.canonical.stream import ResponseEventBuilder
 
 
 def _follow(events: list[dict]) -> PartialOutput:
+    """Fed as the pipeline feeds it."""
     partial = PartialOutput()
     for event in events:
-        partial.see(event)
+        if event["type"] == "response.output_item.added":
+            partial.item_added(event)
+        elif event["type"] == "response.output_item.done":
+            partial.item_done(event)
+        else:
+            partial.events.append(event)
     return partial
 
 
@@ -45,3 +51,10 @@ def test_finished_stream_output_equals_the_builders() -> None:
     events = builder.text("Hello") + builder.tool_call_start(0, "c", "f") + builder.tool_call_arguments(0, "{}")
     events += builder.finish()
     assert _follow(events).output() == builder.output
+
+
+def test_nothing_is_kept_once_no_item_is_open() -> None:
+    builder = ResponseEventBuilder()
+    events = builder.text("a" * 10) + builder.finish()
+    partial = _follow(events)
+    assert partial.events == []  # a long stream does not accumulate what it no longer needs

@@ -26,20 +26,22 @@ class ResponsesEventEncoder:
         self._envelope_json = b""
 
     def encode(self, batch: list[dict[str, Any]]) -> bytes:
-        """One write's worth of SSE bytes for a batch of events."""
+        """One write's worth of SSE bytes for a batch of events (numbered in place: they are spent)."""
         out = []
+        sequence = self._sequence
         for event in batch:
             kind: str = event["type"]
             name = kind.encode()
-            sequence = str(self._sequence).encode()
-            self._sequence += 1
             if kind in _LIFECYCLE:
                 response = event["response"]
                 if response is not self._envelope:
                     self._envelope, self._envelope_json = response, _encode(response)
                 data = b'{"type":"' + name + b'","response":' + self._envelope_json + b',"sequence_number":' \
-                    + sequence + b"}"
+                    + str(sequence).encode() + b"}"
             else:
-                data = _encode(event)[:-1] + b',"sequence_number":' + sequence + b"}"
+                event["sequence_number"] = sequence
+                data = _encode(event)
+            sequence += 1
             out.append(b"event: " + name + b"\ndata: " + data + b"\n\n")
+        self._sequence = sequence
         return b"".join(out)

@@ -35,6 +35,7 @@ log = logging.getLogger("sluice")
 
 _DONE = frozenset({"response.completed", "response.incomplete"})
 _FAILED = frozenset({"error", "response.failed"})
+_SPECIAL = _DONE | _FAILED | {"response.output_item.added", "response.output_item.done"}
 # `Response.error.code` has a fixed vocabulary in the SDKs; the precise code is in the error event.
 _FAILED_CODES = frozenset({"server_error", "rate_limit_exceeded", "invalid_prompt"})
 
@@ -70,20 +71,27 @@ class ResponseStream:
                             {"type": "response.in_progress", "response": envelope}]
         failure: dict[str, Any] | None = None
         source = self._source or self._upstream
+        partial = self._output
+        keep = partial.events.append
         try:
             batch = self._first if self._source is None else await anext(source, None)
             self._first = None
             while batch is not None:
                 for event in batch:
                     kind = event["type"]
-                    if kind in _DONE:
+                    if kind not in _SPECIAL:
+                        keep(event)
+                    elif kind == "response.output_item.added":
+                        partial.item_added(event)
+                    elif kind == "response.output_item.done":
+                        partial.item_done(event)
+                    elif kind in _DONE:
                         out.append(await self._finish(event))
                         yield out
                         return
-                    if kind in _FAILED:
+                    else:
                         failure = self._failure_from(error_from_event(event, self.adapter))
                         break
-                    self._output.see(event)
                     out.append(event)
                 if failure is not None:
                     break

@@ -25,6 +25,7 @@ _NOT_FORWARDED = frozenset({
     "routing", "cache_control", "background", "context_management", "conversation", "prompt",
     "safety_identifier", "service_tier", "truncation", "previous_response_id",
 })
+_CLEARED = dict.fromkeys(_NOT_FORWARDED)
 # Keys Sluice accepts on items and tools that OpenAI itself would reject.
 _ITEM_EXTENSIONS = ("cache_control", "is_error")
 
@@ -44,20 +45,23 @@ class OpenAIResponsesAdapter(Adapter):
             self._headers["authorization"] = f"Bearer {config.api_key}"
 
     def body(self, parsed: CanonicalRequest, model: str, stream: bool) -> bytes:
-        body = {**parsed.extra}
-        for name, value in msgspec.structs.asdict(parsed.req).items():
-            if value is not None and name not in _NOT_FORWARDED:
-                body[name] = value  # nested Structs (reasoning, text) are encoded as they are
-        body["model"] = model
-        body["stream"] = stream
-        if body.get("prompt_cache_retention") == "in-memory":
-            body["prompt_cache_retention"] = "in_memory"
-        # Reasoning sealed for another provider would be rejected by OpenAI: leave it out.
-        body["input"] = [_strip(item) for item in parsed.items
-                         if not (item.get("type") == "reasoning" and is_sealed(item.get("encrypted_content")))]
-        if body.get("tools"):
-            body["tools"] = [_strip(tool) for tool in body["tools"]]
-        return _encode(body)
+        req = parsed.req
+        # The typed request itself is encoded (fields left at their default are omitted), with
+        # Sluice's own fields cleared and the upstream's values set.
+        changes: dict[str, Any] = {
+            **_CLEARED, "model": model, "stream": stream,
+            # Reasoning sealed for another provider would be rejected by OpenAI: leave it out.
+            "input": [_strip(item) for item in parsed.items
+                      if not (item.get("type") == "reasoning" and is_sealed(item.get("encrypted_content")))],
+        }
+        if req.prompt_cache_retention == "in-memory":
+            changes["prompt_cache_retention"] = "in_memory"
+        if req.tools:
+            changes["tools"] = [_strip(tool) for tool in req.tools]
+        body = _encode(msgspec.structs.replace(req, **changes))
+        if parsed.extra:  # the fields Sluice does not model, untouched: spliced into the same object
+            body = body[:-1] + b"," + _encode(parsed.extra)[1:]
+        return body
 
     async def create(self, parsed: CanonicalRequest, model: str) -> dict[str, Any]:
         result = await self.post_json(self._url, self.body(parsed, model, False), self._headers)
