@@ -12,6 +12,7 @@ loop, so failover, retries and the routing policy behave the same in either mode
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -21,7 +22,7 @@ from sluice.canonical.request import CanonicalRequest
 from sluice.canonical.response import finalize
 from sluice.config import Config
 from sluice.errors import GatewayError, InvalidRequest, NotFound, UpstreamError
-from sluice.pipeline.attempts import error_from_event, run_attempts
+from sluice.pipeline.attempts import Start, T, error_from_event, run_attempts
 from sluice.pipeline.context import Attempt, RequestContext
 from sluice.pipeline.stages import Batches, Event, Hook, Stage, run_hooks
 from sluice.pipeline.stream import ResponseStream
@@ -60,27 +61,7 @@ class Pipeline:
 
     async def create(self, ctx: RequestContext) -> dict[str, Any]:
         """Serve a non-streaming request: the first route that succeeds answers."""
-        try:
-            routes = await self._prepare(ctx)
-
-            async def start(route: Route, attempt: Attempt) -> dict[str, Any]:
-                adapter = self.adapters[route.provider]
-                result = await adapter.create(ctx.request, route.model)
-                if result.get("status") == "failed":
-                    # A model-side failure (e.g. a malformed tool call) fails the route, as it does
-                    # before a stream's first content; what it used stays on the attempt.
-                    attempt.usage = result.get("usage")
-                    raise error_from_event({"type": "response.failed", "response": result}, adapter)
-                return result
-
-            result = await run_attempts(ctx, routes, start, policy=self.policy, adapters=self.adapters,
-                                        limits=self.config.routing)
-        except GatewayError as exc:
-            await self._refused(ctx, exc)
-            raise
-        except asyncio.CancelledError:
-            self.abandon(ctx)
-            raise
+        result = await self._attempt(ctx, functools.partial(self._whole_answer, ctx))
         attempt = ctx.attempts[-1]
         attempt.first_token = now = time.monotonic()
         attempt.succeed(now)
@@ -93,21 +74,31 @@ class Pipeline:
 
     async def open_stream(self, ctx: RequestContext) -> ResponseStream:
         """Start a streaming request; raises before anything is sent if no route produced content."""
+        first, upstream = await self._attempt(ctx, functools.partial(self._first_content, ctx))
+        return ResponseStream(self, ctx, ctx.attempts[-1], first, upstream, self.stages)
+
+    async def _attempt(self, ctx: RequestContext, start: Start[T]) -> T:
+        """The request stages, then the attempt loop over the request's routes."""
         try:
             routes = await self._prepare(ctx)
-
-            async def start(route: Route, attempt: Attempt) -> tuple[list[Event], Batches]:
-                return await self._first_content(ctx, route, attempt)
-
-            first, upstream = await run_attempts(ctx, routes, start, policy=self.policy, adapters=self.adapters,
-                                                 limits=self.config.routing)
+            return await run_attempts(ctx, routes, start, policy=self.policy, adapters=self.adapters,
+                                      limits=self.config.routing)
         except GatewayError as exc:
             await self._refused(ctx, exc)
             raise
         except asyncio.CancelledError:
             self.abandon(ctx)
             raise
-        return ResponseStream(self, ctx, ctx.attempts[-1], first, upstream, self.stages)
+
+    async def _whole_answer(self, ctx: RequestContext, route: Route, attempt: Attempt) -> dict[str, Any]:
+        adapter = self.adapters[route.provider]
+        result = await adapter.create(ctx.request, route.model)
+        if result.get("status") == "failed":
+            # A model-side failure (e.g. a malformed tool call) fails the route, as it does before
+            # a stream's first content; what it used stays on the attempt.
+            attempt.usage = result.get("usage")
+            raise error_from_event({"type": "response.failed", "response": result}, adapter)
+        return result
 
     async def _first_content(self, ctx: RequestContext, route: Route, attempt: Attempt
                              ) -> tuple[list[Event], Batches]:
