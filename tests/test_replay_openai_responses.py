@@ -347,7 +347,10 @@ def test_error_after_content_ends_once_with_error_then_failed(gateway: Any, upst
     assert event_errors(error) == set()
     assert failed["status"] == "failed" and failed["error"] == {"code": "server_error",
                                                                "message": "The model crashed."}
-    assert failed["model"] == LABEL and failed["cost"] == {"total": 0.0}
+    assert failed["model"] == LABEL
+    # The provider billed what it generated: usage is estimated from the text, and priced.
+    assert failed["usage"]["input_tokens"] >= 1 and failed["usage"]["output_tokens"] >= 1
+    assert failed["cost"]["total"] > 0
     assert response_errors(failed) == set()
 
 

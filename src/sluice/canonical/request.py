@@ -200,6 +200,18 @@ def _fail(param: str, message: str, code: str = "invalid_value") -> InvalidReque
 _ROLES = frozenset({"user", "assistant", "system", "developer"})
 _TEXT_PARTS = {"input_text": "text", "output_text": "text", "refusal": "refusal", "summary_text": "text",
                "reasoning_text": "text"}
+# The input item types of OpenAI's Responses API (`InputItem`); anything else is a typo or a
+# newer type, refused by name rather than silently mistranslated.
+ITEM_TYPES = frozenset({
+    "message", "function_call", "function_call_output", "reasoning", "item_reference", "custom_tool_call",
+    "custom_tool_call_output", "web_search_call", "file_search_call", "computer_call", "computer_call_output",
+    "code_interpreter_call", "image_generation_call", "local_shell_call", "local_shell_call_output", "shell_call",
+    "shell_call_output", "apply_patch_call", "apply_patch_call_output", "mcp_list_tools", "mcp_approval_request",
+    "mcp_approval_response", "mcp_call", "tool_search_call", "tool_search_output", "additional_tools",
+    "compaction", "compaction_trigger", "program", "program_output",
+})
+# Content part types a message may carry.
+MESSAGE_PARTS = frozenset({"input_text", "input_image", "input_file", "input_audio", "output_text", "refusal"})
 
 
 def normalize_input(value: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -237,6 +249,9 @@ def normalize_input(value: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
             _require_str(item, ("id",), where)
         elif not isinstance(kind, str):
             raise _fail(f"{where}.type", f"Invalid type for '{where}.type': expected a string.", "invalid_type")
+        elif kind not in ITEM_TYPES:
+            raise _fail(f"{where}.type", f"Invalid value for '{where}.type': {kind!r} is not an input item type of "
+                        "the Responses API.")
         items.append(item)
     return items
 
@@ -253,6 +268,10 @@ def _normalize_message(item: dict[str, Any], where: str) -> dict[str, Any]:
     elif isinstance(content, list):
         for j, part in enumerate(content):
             _check_part(part, f"{where}.content[{j}]")
+            if part["type"] not in MESSAGE_PARTS:
+                raise _fail(f"{where}.content[{j}].type", f"Invalid value for '{where}.content[{j}].type': "
+                            f"{part['type']!r} is not a message content part type (input_text, input_image, "
+                            "input_file, output_text, refusal).")
         parts = content
     else:
         raise _fail(f"{where}.content", f"Invalid type for '{where}.content': expected a string or an array of "
@@ -326,6 +345,7 @@ def _check_request(req: ResponsesRequest) -> None:
             raise _fail("tool_choice.name", "Missing required parameter: 'tool_choice.name'.",
                         "missing_required_parameter")
         check_tool_choice(choice)
+        _check_choice_names(choice, req.tools or [])
     fmt = req.text.format if req.text else None
     if fmt is not None:
         kind = fmt.get("type")
@@ -351,3 +371,13 @@ def _check_request(req: ResponsesRequest) -> None:
         ):
             raise _fail("routing.provider.interval", "Invalid value for 'routing.provider.interval': expected a "
                         "window like '15m', '1h', '24h' or '7d'.")
+
+
+def _check_choice_names(choice: dict[str, Any], tools: list[dict[str, Any]]) -> None:
+    """A forced function must be one of the request's tools (as OpenAI answers, a 400)."""
+    if choice["type"] != "function" or any(tool.get("type") == "namespace" for tool in tools):
+        return  # names inside a namespace are matched by the adapters that flatten it
+    names = {tool.get("name") for tool in tools if tool.get("type") == "function"}
+    if choice["name"] not in names:
+        raise _fail("tool_choice.name", f"Invalid value for 'tool_choice.name': no function named "
+                    f"{choice['name']!r} is in 'tools'.")

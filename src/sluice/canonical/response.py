@@ -14,6 +14,8 @@ import msgspec
 from sluice.canonical.request import CanonicalRequest
 
 # Request fields a Response echoes back, with the value OpenAI reports when the request omits them.
+# They report what the client asked for, whatever the upstream says, so that every route answers
+# alike (an OpenAI upstream would otherwise echo its own defaults where others say null).
 _ECHO_DEFAULTS: dict[str, Any] = {
     "instructions": None,
     "max_output_tokens": None,
@@ -25,7 +27,6 @@ _ECHO_DEFAULTS: dict[str, Any] = {
     "prompt_cache_retention": None,
     "reasoning": None,
     "safety_identifier": None,
-    "service_tier": None,
     "store": True,
     "temperature": None,
     "text": {"format": {"type": "text"}},
@@ -33,12 +34,20 @@ _ECHO_DEFAULTS: dict[str, Any] = {
     "tools": [],
     "top_logprobs": None,
     "top_p": None,
-    "truncation": "disabled",
     "user": None,
-    "background": False,
+    "frequency_penalty": None,
+    "presence_penalty": None,
+    "prompt": None,
+    "conversation": None,
 }
+# Fields the endpoint reference marks unsupported that describe how the request was served: they
+# report what Sluice did (no service tier chosen, no truncation, no background run), not what was
+# asked, since nothing applied the request's value.
+_NOT_APPLIED: dict[str, Any] = {"service_tier": None, "truncation": "disabled", "background": False}
 
 _GATEWAY_FIELDS = frozenset({"id", "object", "model", "created_at", "usage", "cost"})
+# Envelope fields whose value comes from the upstream's answer.
+_UPSTREAM_FIELDS = frozenset({"status", "output", "error", "incomplete_details"})
 
 
 def empty_usage() -> dict[str, Any]:
@@ -86,6 +95,9 @@ def echo(parsed: CanonicalRequest) -> dict[str, Any]:
         fields[key] = value
     if fields["prompt_cache_retention"] == "in-memory":
         fields["prompt_cache_retention"] = "in_memory"
+    if isinstance(fields["conversation"], str):
+        fields["conversation"] = {"id": fields["conversation"]}  # a Response names it as an object
+    fields.update(_NOT_APPLIED)
     return fields
 
 
@@ -116,15 +128,20 @@ def finalize(
 ) -> dict[str, Any]:
     """Merge an upstream result (status, output, usage, ...) into the client's Response."""
     response = skeleton(parsed, response_id, model, created_at)
-    req = parsed.req
     for key, value in result.items():
-        if key in _GATEWAY_FIELDS or (key in _ECHO_DEFAULTS and getattr(req, key) is not None):
-            continue  # what the client asked for is reported as asked, whatever the upstream says
-        response[key] = value
+        if key not in _GATEWAY_FIELDS and key not in response:
+            response[key] = value  # upstream-only fields; the echo and the envelope are the gateway's
+        elif key in _UPSTREAM_FIELDS:
+            response[key] = value
     status = response.get("status")
     if status in (None, "in_progress"):
         response["status"] = status = "completed"
     # Both timestamps are the gateway's clock, so completed_at never precedes created_at.
     response["completed_at"] = int(time.time()) if status == "completed" else None
-    response["usage"] = normalize_usage(result.get("usage"))
+    usage = response["usage"] = normalize_usage(result.get("usage"))
+    if "tool_calls" not in usage:
+        # Upstreams that report no tool counts (OpenAI's usage has none): count the calls made.
+        searches = sum(1 for item in response["output"] if item.get("type") == "web_search_call")
+        if searches:
+            usage["tool_calls"] = {"web_search": searches}
     return response

@@ -169,7 +169,8 @@ class Pipeline:
         route = attempt.route
         response = finalize(ctx.client_request, result, response_id=ctx.response_id, model=route.label,
                             created_at=ctx.created_at)
-        response["cost"] = {"total": response_cost(response["usage"], route.price) or 0.0}
+        # An unpriced route (an ad-hoc `provider/model`) costs an unknown amount, not nothing.
+        response["cost"] = {"total": response_cost(response["usage"], route.price)}
         ctx.response = response
         return response
 

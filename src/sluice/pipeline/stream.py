@@ -19,6 +19,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from sluice.accounting.estimate import estimate_usage
 from sluice.canonical.partial import PartialOutput
 from sluice.canonical.response import skeleton
 from sluice.errors import GatewayError, UpstreamError
@@ -91,6 +92,9 @@ class ResponseStream:
                         return
                     else:
                         failure = self._failure_from(error_from_event(event, self.adapter))
+                        reported = (event.get("response") or {}).get("usage")
+                        if reported:  # an upstream's response.failed may say what it used
+                            failure["usage"] = reported
                         break
                     out.append(event)
                 if failure is not None:
@@ -138,8 +142,11 @@ class ResponseStream:
         self.attempt.fail(error, time.monotonic())
         if code not in _FAILED_CODES:
             code = "rate_limit_exceeded" if "rate_limit" in code or code == "insufficient_quota" else "server_error"
-        result = {"status": "failed", "error": {"code": code, "message": failure["message"]},
-                  "output": self._output.output()}
+        output = self._output.output()
+        # The provider billed what it generated; its usage would have come at the end.
+        usage = failure.get("usage") or estimate_usage(self.ctx.request, output)
+        result = {"status": "failed", "error": {"code": code, "message": failure["message"]}, "output": output,
+                  "usage": usage}
         response = self.pipeline.respond(self.ctx, self.attempt, result)
         await self._end()
         return {"type": "response.failed", "response": response}
