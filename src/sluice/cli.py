@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 def _serve(config: Config, args: argparse.Namespace) -> int:
     import uvicorn
 
+    from sluice.http.server import raise_nofile_limit, uvicorn_options
     from sluice.routing.catalog import build_catalog
 
     server = config.server
@@ -65,6 +66,9 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"sluice: {exc}", file=sys.stderr)
         return 2
+    before, after = raise_nofile_limit()  # before sizing max_connections from it; workers inherit it
+    if after > before:
+        logging.getLogger("sluice").info("raised the open-file limit from %d to %d", before, after)
     print(f"sluice: serving {len(catalog.models)} models from {len(catalog.providers)} providers "
           f"on http://{host}:{port} ({workers} worker{'s' if workers != 1 else ''})", file=sys.stderr)
     uvicorn.run(
@@ -74,7 +78,6 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
         port=port,
         workers=workers,
         loop="uvloop",
-        http="httptools",
         lifespan="on",
         access_log=False,
         # Each of these costs time on every response; a gateway behind a proxy can turn them on.
@@ -83,6 +86,7 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
         date_header=False,
         log_level=log_level,
         timeout_graceful_shutdown=10,
+        **uvicorn_options(server),  # the httptools protocol with deadlines and size caps
     )
     return 0
 

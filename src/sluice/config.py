@@ -9,10 +9,11 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 import yaml
+from msgspec import Meta
 
 WireProtocol = Literal["openai", "openai-chat", "anthropic", "gemini", "bedrock"]
 
@@ -77,12 +78,22 @@ class ModelConfig(msgspec.Struct, forbid_unknown_fields=True):
     capabilities: list[Capability] | None = None
 
 
+Seconds = Annotated[float, Meta(gt=0)]
+
+
 class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 1
     max_body_bytes: int = 32 * 1024 * 1024
     log_level: str = "info"
+    # Slow and idle clients (docs/security.md, "Limits"): each waiting connection holds a descriptor.
+    idle_timeout: Seconds = 5.0  # a new connection that has not sent a byte yet
+    keepalive_timeout: Seconds = 5.0  # between two requests on one connection
+    header_timeout: Seconds = 10.0  # from a request's first byte to the end of its headers
+    body_timeout: Seconds = 60.0  # from the end of the headers to the end of the body
+    max_header_bytes: Annotated[int, Meta(ge=1024)] = 64 * 1024  # request line + headers; over it: 431
+    max_connections: Annotated[int, Meta(gt=0)] | None = None  # per worker; None: from the descriptor limit
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True):
