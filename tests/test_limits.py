@@ -1,4 +1,4 @@
-"""Exhaustion limits: slow and idle clients, oversized headers, connection cap.
+"""Exhaustion limits: slow and idle clients, oversized headers, connection cap, JSON shape.
 
 The slow-client tests run a real gateway with deadlines of ~1 s and talk raw HTTP/1.1 over a
 socket, since no HTTP client library can be made to drip headers. Each asserts both the answer
@@ -19,9 +19,12 @@ from pathlib import Path
 
 import httpx
 import msgspec
+import openai
 import pytest
 
+from sluice.canonical.limits import check_input_counts, check_json_shape
 from sluice.config import ServerConfig, parse_config
+from sluice.errors import InvalidRequest, PayloadTooLarge
 from sluice.http.server import auto_max_connections, resolve_limits
 from tests.conftest import MASTER_KEY, RunningGateway, _free_port, running_gateway
 
@@ -37,6 +40,8 @@ server:
   max_header_bytes: 8192
   max_body_bytes: 300000
   max_connections: {max_connections}
+  max_input_items: 50
+  max_content_parts: 100
 """
 
 AUTH = f"authorization: Bearer {MASTER_KEY}\r\n"
@@ -252,7 +257,92 @@ def test_serve_raises_the_descriptor_limit(tmp_path: Path) -> None:
         proc.wait(timeout=20)
 
 
+# --- JSON shape ------------------------------------------------------------------------------
+
+
+def _nested(depth: int) -> bytes:
+    return b'{"a":' * depth + b"1" + b"}" * depth
+
+
+@pytest.mark.parametrize("depth", [100, 1000, 100_000])
+def test_deeply_nested_json_is_400(client: openai.OpenAI, gateway: RunningGateway, depth: int) -> None:
+    body = b'{"model":"gpt-5.2","input":"hi","text":{"format":{"type":"json_schema","name":"x","schema":' + \
+        _nested(depth) + b"}}}"
+    resp = httpx.post(f"{gateway.url}/v1/responses", content=body, timeout=10,
+                      headers={"authorization": f"Bearer {MASTER_KEY}", "content-type": "application/json"})
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["error"]["code"] == "json_too_deep"
+    with pytest.raises(openai.BadRequestError):
+        client.responses.create(model="gpt-5.2", input="hi",
+                                tools=[{"type": "function", "name": "f", "parameters": msgspec.json.decode(
+                                    _nested(min(depth, 500)))}])
+
+
+def test_dense_json_is_413_within_the_body_limit(gateway: RunningGateway) -> None:
+    body = b'{"model":"nope","input":[{"role":"user","content":"hi","x":[' + b",".join([b"{}"] * 700_000) + b"]}]}"
+    resp = httpx.post(f"{gateway.url}/v1/responses", content=body, timeout=10,
+                      headers={"authorization": f"Bearer {MASTER_KEY}", "content-type": "application/json"})
+    assert resp.status_code == 413, resp.text
+    assert resp.json()["error"]["code"] == "json_too_complex"
+
+
+def test_brackets_and_commas_inside_strings_do_not_count(gateway: RunningGateway) -> None:
+    # 2 MB of JSON-like text inside strings, and a prompt of 300 "[": not structure.
+    text = '{"id": [1, 2, {"a": "b"}], "x": "y"},' * 60_000
+    body = msgspec.json.encode({"model": "no-such-model", "instructions": "[" * 300,
+                                "input": [{"type": "function_call_output", "call_id": "c", "output": text}]})
+    assert len(body) > 2_000_000
+    resp = httpx.post(f"{gateway.url}/v1/responses", content=body, timeout=10,
+                      headers={"authorization": f"Bearer {MASTER_KEY}", "content-type": "application/json"})
+    assert resp.status_code == 404, resp.text  # parsed, then refused for its unknown model
+
+
+def test_too_many_input_items_is_400(limited: RunningGateway) -> None:
+    sdk = openai.OpenAI(base_url=f"{limited.url}/v1", api_key=MASTER_KEY, max_retries=0, timeout=10)
+    with pytest.raises(openai.BadRequestError) as caught:
+        sdk.responses.create(model="nope", input=[{"role": "user", "content": "hi"}] * 51)
+    assert caught.value.code == "array_above_max_length"
+    assert caught.value.param == "input"
+    with pytest.raises(openai.BadRequestError) as caught:
+        sdk.responses.create(model="nope", input=[
+            {"role": "user", "content": [{"type": "input_text", "text": "hi"}] * 60}] * 2)
+    assert caught.value.code == "array_above_max_length"
+    with pytest.raises(openai.NotFoundError):  # within the limits: parsed, unknown model
+        sdk.responses.create(model="nope", input=[{"role": "user", "content": "hi"}] * 50)
+
+
 # --- units -----------------------------------------------------------------------------------
+
+
+def test_check_json_shape_units() -> None:
+    limits = ServerConfig(max_json_depth=3)
+    check_json_shape(b'{"a":[{"b":1}]}', limits)  # depth 3
+    with pytest.raises(InvalidRequest):
+        check_json_shape(b'{"a":[{"b":[]}]}', limits)
+    check_json_shape(b'{"a":"[[[[[[", "b":"]]]]"}', limits)  # brackets in strings
+    check_json_shape(b'{"a":"\\"[[[[[[\\\\", "b":[1]}', limits)  # escaped quote and backslash
+    with pytest.raises(InvalidRequest):
+        check_json_shape(b'{"a":"\\\\", "b":[[[[]]]]}', limits)  # `\\"` ends the string
+    big = b'{"a":[' + b",".join([b"[1]"] * 400_000) + b"]}"
+    with pytest.raises(PayloadTooLarge):
+        check_json_shape(big)
+    check_json_shape(big, ServerConfig(max_json_expansion=100))
+    check_json_shape(msgspec.json.encode({"a": "x" * 3_000_000}))
+    check_json_shape(b'{"a":"' + b"[1,{}]," * 500_000 + b'"}')  # in a string, no escapes
+    check_json_shape(msgspec.json.encode({"a": '{"b":[1,{}]},' * 300_000}))  # in a string, escaped
+    with pytest.raises(InvalidRequest):
+        check_json_shape(b'{"a":"' + b"x" * 2_000_000 + b'","b":' + b"[" * 100 + b"]" * 100 + b"}")  # > 1 MiB
+
+
+def test_check_input_counts_units() -> None:
+    limits = ServerConfig(max_input_items=2, max_content_parts=3)
+    check_input_counts("text", limits)
+    check_input_counts([{"content": [1, 2]}, {"output": [3]}], limits)
+    with pytest.raises(InvalidRequest):
+        check_input_counts([{}, {}, {}], limits)
+    with pytest.raises(InvalidRequest) as caught:
+        check_input_counts([{"content": [1, 2]}, {"output": [3, 4]}], limits)
+    assert caught.value.param == "input[1]"
 
 
 def test_limits_config() -> None:

@@ -94,6 +94,11 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
     body_timeout: Seconds = 60.0  # from the end of the headers to the end of the body
     max_header_bytes: Annotated[int, Meta(ge=1024)] = 64 * 1024  # request line + headers; over it: 431
     max_connections: Annotated[int, Meta(gt=0)] | None = None  # per worker; None: from the descriptor limit
+    # What one request may decode to (docs/security.md, "Limits").
+    max_json_depth: Annotated[int, Meta(ge=1, le=500)] = 64
+    max_json_expansion: Annotated[float, Meta(ge=1)] = 5.0  # estimated decoded size / body size, bodies > 1 MiB
+    max_input_items: Annotated[int, Meta(gt=0)] = 10_000
+    max_content_parts: Annotated[int, Meta(gt=0)] = 10_000  # content parts of all input items together
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True):

@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from sluice.canonical.limits import DEFAULT_LIMITS, check_input_counts, check_json_shape
+from sluice.config import ServerConfig
 from sluice.errors import InvalidRequest
 
 MAX_SAFE_INT = 9007199254740991
@@ -132,11 +134,12 @@ class ParsedRequest:
 _decoder = msgspec.json.Decoder()
 
 
-def parse_request(body: bytes) -> ParsedRequest:
+def parse_request(body: bytes, limits: ServerConfig = DEFAULT_LIMITS) -> ParsedRequest:
     """Decode and validate a request body, or raise `InvalidRequest`."""
+    check_json_shape(body, limits)
     try:
         raw = _decoder.decode(body)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:
         raise InvalidRequest(f"We could not parse the JSON body of your request: {exc}.", code="invalid_json") from None
     if not isinstance(raw, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
@@ -144,6 +147,7 @@ def parse_request(body: bytes) -> ParsedRequest:
         req = msgspec.convert(raw, ResponsesRequest)
     except msgspec.ValidationError as exc:
         raise _validation_error(exc, raw) from None
+    check_input_counts(req.input, limits)
     items = normalize_input(req.input)
     _check_request(req)
     return ParsedRequest(req, raw, items)

@@ -164,7 +164,7 @@ class SluiceApp:
                 "'application/json' requests.",
                 code="unsupported_content_type")
         body = await read_body(scope, receive, self.config.server.max_body_bytes)
-        parsed = parse_request(body)
+        parsed = parse_request(body, self.config.server)
         gateway = self.gateway
         assert gateway is not None
         if parsed.stream:
