@@ -15,6 +15,7 @@ import uvicorn
 
 from sluice.config import parse_config
 from sluice.http.app import SluiceApp
+from sluice.http.server import uvicorn_options
 from tests.replay.server import ReplayServer
 
 MASTER_KEY = "sk-test-master"
@@ -96,7 +97,7 @@ def running_gateway(config_text: str) -> Iterator[RunningGateway]:
     app = SluiceApp(parse_config(config_text))
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="on", access_log=False))
+                                           lifespan="on", access_log=False, **uvicorn_options(app.config.server)))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

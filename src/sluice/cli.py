@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from datetime import UTC, datetime
+from typing import Any
 
 from sluice.config import Config, ConfigError, DatabaseConfig, load_config
 from sluice.state.db import create_engine, describe_error, display_url, migrate
@@ -52,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(config: Config, args: argparse.Namespace) -> int:
+    from sluice.http.server import raise_nofile_limit, uvicorn_options
     from sluice.routing.catalog import build_catalog
 
     server = config.server
@@ -73,9 +75,13 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
         print(f"sluice: cannot prepare the database {display_url(database.url)}: {describe_error(exc)}",
               file=sys.stderr)
         return 1
+    before, after = raise_nofile_limit()  # before sizing max_connections from it; workers inherit it
+    if after > before:
+        logging.getLogger("sluice").info("raised the open-file limit from %d to %d", before, after)
     print(f"sluice: serving {len(catalog.models)} models from {len(catalog.providers)} providers "
           f"on http://{host}:{port} ({workers} worker{'s' if workers != 1 else ''})", file=sys.stderr)
-    return run_server(APP, host=host, port=port, workers=workers, log_level=log_level)
+    return run_server(APP, host=host, port=port, workers=workers, log_level=log_level,
+                      options=uvicorn_options(server))
 
 
 async def _migrate(database: DatabaseConfig) -> None:
@@ -86,7 +92,8 @@ async def _migrate(database: DatabaseConfig) -> None:
         await engine.dispose()
 
 
-def run_server(app: str, *, host: str, port: int, workers: int, log_level: str) -> int:
+def run_server(app: str, *, host: str, port: int, workers: int, log_level: str,
+               options: dict[str, Any] | None = None) -> int:
     """Serve the ASGI app factory `app`; the exit status is non-zero if a worker could not start.
 
     `uvicorn.run` with several workers returns normally (exit status 0) after a worker fails
@@ -104,7 +111,6 @@ def run_server(app: str, *, host: str, port: int, workers: int, log_level: str) 
         port=port,
         workers=workers,
         loop="uvloop",
-        http="httptools",
         lifespan="on",
         access_log=False,
         # Each of these costs time on every response; a gateway behind a proxy can turn them on.
@@ -113,6 +119,7 @@ def run_server(app: str, *, host: str, port: int, workers: int, log_level: str) 
         date_header=False,
         log_level=log_level,
         timeout_graceful_shutdown=10,
+        **(options or {}),  # the httptools protocol with deadlines and size caps (http/server.py)
     )
     if workers > 1:
         supervisor = Multiprocess(uvicorn_config, sockets=[uvicorn_config.bind_socket()])

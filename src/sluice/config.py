@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 import yaml
+from msgspec import Meta
 
 WireProtocol = Literal["openai", "openai-chat", "anthropic", "gemini", "bedrock"]
 
@@ -117,12 +118,27 @@ class ModelConfig(msgspec.Struct, forbid_unknown_fields=True):
     capabilities: list[Capability] | None = None
 
 
+Seconds = Annotated[float, Meta(gt=0)]
+
+
 class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 1
     max_body_bytes: int = 32 * 1024 * 1024
     log_level: str = "info"
+    # Slow and idle clients (docs/security.md, "Limits"): each waiting connection holds a descriptor.
+    idle_timeout: Seconds = 5.0  # a new connection that has not sent a byte yet
+    keepalive_timeout: Seconds = 5.0  # between two requests on one connection
+    header_timeout: Seconds = 10.0  # from a request's first byte to the end of its headers
+    body_timeout: Seconds = 60.0  # from the end of the headers to the end of the body
+    max_header_bytes: Annotated[int, Meta(ge=1024)] = 64 * 1024  # request line + headers; over it: 431
+    max_connections: Annotated[int, Meta(gt=0)] | None = None  # per worker; None: from the descriptor limit
+    # What one request may decode to (docs/security.md, "Limits").
+    max_json_depth: Annotated[int, Meta(ge=1, le=500)] = 64
+    max_json_expansion: Annotated[float, Meta(ge=1)] = 5.0  # estimated decoded size / body size, bodies > 1 MiB
+    max_input_items: Annotated[int, Meta(gt=0)] = 10_000
+    max_content_parts: Annotated[int, Meta(gt=0)] = 10_000  # content parts of all input items together
 
 
 class RoutingConfig(msgspec.Struct, forbid_unknown_fields=True):

@@ -15,6 +15,8 @@ import msgspec
 from msgspec import Meta
 
 from sluice.canonical.checks import check_cache_control, check_schema, check_tool_choice, check_tools
+from sluice.canonical.limits import DEFAULT_LIMITS, check_input_counts, check_json_shape
+from sluice.config import ServerConfig
 from sluice.errors import InvalidRequest
 
 MAX_SAFE_INT = 9007199254740991
@@ -154,8 +156,9 @@ class CanonicalRequest:
 _decoder = msgspec.json.Decoder()
 
 
-def parse_request(body: bytes) -> CanonicalRequest:
+def parse_request(body: bytes, limits: ServerConfig = DEFAULT_LIMITS) -> CanonicalRequest:
     """Decode and validate a request body, or raise `InvalidRequest`."""
+    check_json_shape(body, limits)
     try:
         raw = _decoder.decode(body)
     except msgspec.DecodeError as exc:
@@ -168,6 +171,7 @@ def parse_request(body: bytes) -> CanonicalRequest:
         req = msgspec.convert(raw, ResponsesRequest)
     except msgspec.ValidationError as exc:
         raise _validation_error(exc, raw) from None
+    check_input_counts(req.input, limits)
     req.input = normalize_input(req.input)
     _check_request(req)
     extra = {key: value for key, value in raw.items() if key not in REQUEST_FIELDS}

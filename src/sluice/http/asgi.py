@@ -37,11 +37,19 @@ def header(scope: Scope, name: bytes) -> bytes | None:
 
 
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """The whole request body, or `PayloadTooLarge` as soon as it is known to exceed `limit`.
+
+    No deadline here: the server protocol (sluice.http.server) enforces `body_timeout` and
+    reports a late body as a disconnect; a response sent before the body is complete closes
+    the connection, so the unread rest is never parsed.
+    """
     length = header(scope, b"content-length")
     if length is not None and length.isdigit() and int(length) > limit:
         raise PayloadTooLarge(f"The request body is larger than the limit of {limit} bytes.",
                               code="request_too_large")
     message = await receive()
+    if message["type"] == "http.disconnect":
+        raise ClientGone
     body = message.get("body", b"")
     if not message.get("more_body"):
         return body

@@ -35,7 +35,7 @@ class ResponsesSurface:
                 "'application/json' requests.",
                 code="unsupported_content_type")
         body = await read_body(call.scope, call.receive, self.server.max_body_bytes)
-        request = parse_request(body)
+        request = parse_request(body, self.server)
         pipeline = self.pipeline
         ctx = pipeline.context(call.caller, request)
         send = call.send
