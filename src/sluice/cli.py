@@ -1,4 +1,5 @@
-"""`sluice serve` runs the gateway; `sluice keys create|list|revoke` manages client keys."""
+"""`sluice serve` runs the gateway; `sluice keys create|list|revoke` manages client keys; `sluice conformance`
+checks a running deployment (see `sluice.conformance`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sluice.config import Config, ConfigError, DatabaseConfig, load_config
+from sluice.conformance import runner as conformance
 from sluice.state.db import create_engine, describe_error, display_url, migrate
 from sluice.state.keys import KeyStore
 
@@ -38,7 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     revoke = key_commands.add_parser("revoke", help="revoke a key by name")
     revoke.add_argument("name")
 
+    conformance.add_parser(commands)
+
     args = parser.parse_args(argv)
+    if args.command == "conformance":  # a client of some deployment: the local config plays no part
+        return conformance.command(args)
     config_path = getattr(args, "sub_config", None) or args.config
     if config_path:
         os.environ["SLUICE_CONFIG"] = os.path.abspath(config_path)
