@@ -461,7 +461,7 @@ def test_sluice_extensions_are_stripped(gateway: Any, upstream: Any, client: ope
             {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Weather?"}]},
             {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "gAAAA-openai-own"},
             {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": "{}"},
-            {"type": "function_call_output", "call_id": "call_1", "output": "boom"},
+            {"type": "function_call_output", "call_id": "call_1", "output": "Error: boom"},  # is_error, said
         ],
         "tools": [tool],
         "prompt_cache_retention": "in_memory",

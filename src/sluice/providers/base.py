@@ -259,3 +259,33 @@ def unsupported(param: str, what: str, provider: str) -> InvalidRequest:
     return InvalidRequest(f"{what} is not supported by provider '{provider}'.", param=param,
                           code="unsupported_parameter")
 
+
+
+ERROR_PREFIX = "Error: "
+
+
+def failed_tool_output(output: str | list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+    """A `function_call_output` with `is_error: true`, for a protocol that has no error flag.
+
+    The failure is said in the text the model reads: "Error: " before the output (a string, or the
+    first text part of a part list; a list without one gets an `input_text` part "Error:" first),
+    unless the text already starts with "Error:". An empty output becomes "Error".
+    """
+    if isinstance(output, str):
+        return _error_text(output)
+    parts = list(output)
+    first = parts[0] if parts else None
+    if isinstance(first, dict) and first.get("type") in ("input_text", "output_text") \
+            and isinstance(first.get("text"), str):
+        parts[0] = {**first, "text": _error_text(first["text"])}
+    else:
+        parts.insert(0, {"type": "input_text", "text": ERROR_PREFIX.rstrip()})
+    return parts
+
+
+def _error_text(text: str) -> str:
+    if not text.strip():
+        return ERROR_PREFIX.rstrip(": ")
+    if text.lstrip()[:6].lower() == "error:":
+        return text
+    return ERROR_PREFIX + text

@@ -49,6 +49,11 @@ _LEVELS = {"none": "MINIMAL", "minimal": "MINIMAL", "low": "LOW", "medium": "MED
 JSON_OBJECT_NOTE = ("When you give your final answer (not a function call), respond with a single valid JSON "
                     "object and nothing else: no Markdown code fence, no text before or after it.")
 JSON_SCHEMA_NOTE = JSON_OBJECT_NOTE + " The JSON object must match this JSON Schema:\n"
+# input_image.detail -> Part.mediaResolution.level (Gemini 3+) / generationConfig.mediaResolution (before).
+_PART_RESOLUTION = {"low": "MEDIA_RESOLUTION_LOW", "high": "MEDIA_RESOLUTION_HIGH",
+                    "original": "MEDIA_RESOLUTION_ULTRA_HIGH"}
+_REQUEST_RESOLUTION = {"low": "MEDIA_RESOLUTION_LOW", "high": "MEDIA_RESOLUTION_HIGH",
+                       "original": "MEDIA_RESOLUTION_HIGH"}
 
 
 def build_body(parsed: CanonicalRequest, model: str, provider: str, options: dict[str, Any],
@@ -60,7 +65,7 @@ def build_body(parsed: CanonicalRequest, model: str, provider: str, options: dic
 class _BodyBuilder:
     """One provider's settings, applied to one request."""
 
-    __slots__ = ("name", "openapi_schemas", "options", "prefix", "send_call_ids")
+    __slots__ = ("name", "openapi_schemas", "options", "part_resolution", "prefix", "send_call_ids")
 
     def __init__(self, name: str, options: dict[str, Any], prefix: str) -> None:
         self.name = name
@@ -68,8 +73,10 @@ class _BodyBuilder:
         self.prefix = prefix
         self.openapi_schemas = options.get("schema_mode") == "openapi"
         self.send_call_ids = bool(options.get("function_call_ids", False))
+        self.part_resolution = False  # Gemini 3+ takes a media resolution per part
 
     def body(self, parsed: CanonicalRequest, model: str) -> dict[str, Any]:
+        self.part_resolution = _generation(model) >= 3
         req = parsed.req
         options = self.options
         contents, system = self.contents(parsed, model)
@@ -134,8 +141,13 @@ class _BodyBuilder:
         if kind == "input_image":
             url = part.get("image_url")
             if isinstance(url, str):
-                return self.media(url, where + ".image_url", "image/jpeg")
-            return self.file_ref(part["file_id"], where + ".file_id", None)
+                image = self.media(url, where + ".image_url", "image/jpeg")
+            else:
+                image = self.file_ref(part["file_id"], where + ".file_id", None)
+            level = _PART_RESOLUTION.get(part.get("detail")) if self.part_resolution else None
+            if level:
+                image["mediaResolution"] = {"level": level}
+            return image
         if kind == "input_file":
             data = part.get("file_data")
             if isinstance(data, str):
@@ -218,11 +230,12 @@ class _BodyBuilder:
         if self.send_call_ids:
             function_response["id"] = item["call_id"]
         if media and nested:
-            # Gemini 3 takes inline images and files inside the function response itself.
-            inline = [part for part in media if set(part) == {"inlineData"}]
+            # Gemini 3 takes inline images and files inside the function response itself. A
+            # FunctionResponsePart holds `inlineData` only: an image's mediaResolution stays out.
+            inline = [{"inlineData": part["inlineData"]} for part in media if "inlineData" in part]
             if inline:
                 function_response["parts"] = inline
-                media = [part for part in media if set(part) != {"inlineData"}]
+                media = [part for part in media if "inlineData" not in part]
         return [{"functionResponse": function_response}, *media]
 
     def tools(self, parsed: CanonicalRequest) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
@@ -291,6 +304,9 @@ class _BodyBuilder:
                 config["responseJsonSchema"] = fmt["schema"]
         elif fmt and fmt.get("type") == "json_object":
             config["responseMimeType"] = "application/json"
+        resolution = None if self.part_resolution else _request_resolution(parsed.items)
+        if resolution:
+            config["mediaResolution"] = resolution
         if parsed.wants("message.output_text.logprobs") or req.top_logprobs:
             config["responseLogprobs"] = True
             if req.top_logprobs:
@@ -317,7 +333,9 @@ class _BodyBuilder:
             budget = _BUDGETS[effort]
             # 2.5 Pro cannot turn thinking off (128 is its floor); 24576 is the Flash models' ceiling.
             config["thinkingBudget"] = max(budget, 128) if "-pro" in model else min(budget, 24576)
-        if (effort is not None and effort != "none") or reasoning.summary or reasoning.generate_summary:
+        # Thought summaries only when the client asked for a summary, as OpenAI gives summaries
+        # only then (an effort alone changes how much the model thinks, not what the client sees).
+        if reasoning.summary or reasoning.generate_summary:
             config["includeThoughts"] = True
         return config
 
@@ -399,12 +417,33 @@ class _History:
                 self.pending = entry["s"]
 
     def code(self, item: dict[str, Any]) -> None:
-        parts = [self._model_part({"executableCode": {"language": "PYTHON", "code": item.get("code") or ""}})]
+        """One execution: `executableCode` + `codeExecutionResult`, exactly one pair.
+
+        An item without code (its output only) is the second half of an execution an older answer
+        split in two (an empty text part between code and result): its result completes the
+        execution just before it instead of becoming a pair Gemini never produced.
+        """
+        code = item.get("code") or ""
         outputs = item.get("outputs")
+        result = None
         if outputs is not None:
             logs = "".join(o.get("logs") or "" for o in outputs if isinstance(o, dict))
             outcome = "OUTCOME_FAILED" if item.get("status") == "failed" else "OUTCOME_OK"
-            parts.append({"codeExecutionResult": {"outcome": outcome, "output": logs}})
+            result = {"codeExecutionResult": {"outcome": outcome, "output": logs}}
+        if not code:
+            parts = self.contents[-1]["parts"] if self.contents and self.contents[-1]["role"] == "model" else []
+            if result is None:
+                return  # neither code nor output: nothing happened
+            if parts and "executableCode" in parts[-1]:
+                parts.append(result)  # the code went without a result
+                return
+            if (len(parts) >= 2 and "executableCode" in parts[-2] and "codeExecutionResult" in parts[-1]
+                    and not parts[-1]["codeExecutionResult"].get("output")):
+                parts[-1] = result  # the code's empty result stood for this output
+                return
+        parts = [self._model_part({"executableCode": {"language": "PYTHON", "code": code}})]
+        if result is not None:
+            parts.append(result)
         _append(self.contents, "model", parts)
 
 
@@ -445,6 +484,18 @@ def _arguments(arguments: str, where: str) -> dict[str, Any]:
         raise InvalidRequest(f"Invalid '{where}.arguments': Gemini needs the arguments as a JSON object.",
                              param=f"{where}.arguments", code="invalid_value")
     return value
+
+
+def _request_resolution(items: list[dict[str, Any]]) -> str | None:
+    """Before Gemini 3 the media resolution is one per request: set when every image asks the same detail."""
+    details = set()
+    for item in items:
+        parts = item.get("content") if item["type"] == "message" else item.get("output")
+        if isinstance(parts, list):
+            details.update(p.get("detail") for p in parts if isinstance(p, dict) and p.get("type") == "input_image")
+    if len(details) != 1:
+        return None
+    return _REQUEST_RESOLUTION.get(details.pop())
 
 
 def _json_note(fmt: dict[str, Any] | None) -> str | None:

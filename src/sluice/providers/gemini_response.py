@@ -64,6 +64,7 @@ class GeminiTranslator:
         self._open_call: tuple[int, _PartialArgs] | None = None
         self._dropping = False  # inside a call dropped because parallel_tool_calls is false
         self._code: dict[str, Any] | None = None  # executableCode waiting for its result
+        self._code_signatures: list[str] = []  # signatures on empty text parts inside that execution
         self._text: list[str] = []  # the open message's text, for grounding offsets
         self._queries: list[str] = []
         self._sources: list[dict[str, Any]] = []
@@ -131,6 +132,13 @@ class GeminiTranslator:
         return events
 
     def _visible_text(self, text: str, signature: str | None, logprobs: list[dict[str, Any]] | None) -> list[Event]:
+        if not text and not logprobs and self._code is not None:
+            # Gemini streams an empty text part between executableCode and its codeExecutionResult:
+            # it is no content and must not split the execution into code-only and output-only items.
+            # A signature on it is sealed after the execution's item ("previous part").
+            if signature and self.keep_signatures:
+                self._code_signatures.append(signature)
+            return []
         events = self._flush_code() + self._close_call()
         if signature and self.keep_signatures:
             if self._in_text:
@@ -211,14 +219,24 @@ class GeminiTranslator:
             item["status"] = "failed"
         if result.get("output"):
             item["outputs"] = [{"type": "logs", "logs": result["output"]}]
-        return events + self._end_reasoning() + self.builder.item(item)
+        return events + self._end_reasoning() + self._code_item(item)
 
     def _flush_code(self) -> list[Event]:
         if self._code is None:
             return []
         item, self._code = self._code, None
         self._rs_open = False
-        return self.builder.item(item)
+        return self._code_item(item)
+
+    def _code_item(self, item: dict[str, Any]) -> list[Event]:
+        """The code_interpreter_call item, then the signatures that arrived inside its execution."""
+        events = self.builder.item(item)
+        signatures, self._code_signatures = self._code_signatures, []
+        if signatures:
+            for signature in signatures:
+                events += self._seal({"s": signature, "a": "p"})
+            events += self._end_reasoning()
+        return events
 
     # --- signatures ----------------------------------------------------------------------------
 

@@ -17,7 +17,8 @@ from sluice.canonical.ids import new_id
 from sluice.canonical.request import CanonicalRequest
 from sluice.canonical.stream import ResponseEventBuilder
 from sluice.config import ProviderConfig
-from sluice.providers.base import Adapter, Event, unsupported
+from sluice.errors import UpstreamError
+from sluice.providers.base import Adapter, Event, failed_tool_output, unsupported
 from sluice.providers.transport import UpstreamClient
 
 _encode = msgspec.json.encode
@@ -64,12 +65,13 @@ class OpenAIChatAdapter(Adapter):
             value = getattr(req, name)
             if value is not None:
                 body[name] = value
-        if req.tools:
-            body["tools"] = [_tool(tool) for tool in req.tools]
+        tools, choice = _allowed(req.tools, req.tool_choice, self.config.options.get("allowed_tools") == "native")
+        if tools:
+            body["tools"] = [_tool(tool) for tool in tools]
             if req.parallel_tool_calls is not None:
                 body["parallel_tool_calls"] = req.parallel_tool_calls
-        if req.tool_choice is not None and req.tools:
-            body["tool_choice"] = _tool_choice(req.tool_choice)
+            if choice is not None:
+                body["tool_choice"] = choice
         if req.text is not None:
             fmt = req.text.format
             if fmt and fmt.get("type") == "json_schema":
@@ -101,13 +103,17 @@ class OpenAIChatAdapter(Adapter):
         data = await self.post_json(self._url, _encode(self.body(parsed, model, False)), self._headers)
         if isinstance(data, dict) and data.get("error"):
             raise self.error_from_body(502, _encode(data))
-        return from_completion(data)
+        if not _is_completion(data):
+            # A 200 that is not a chat completion (a proxy's page, another API's body): unreadable,
+            # this route failed. Not an empty "completed" answer.
+            raise self.unreadable("an answer that is not a chat completion (no `choices`)")
+        return ChunkTranslator(summary=_wants_summary(parsed)).completion(data)
 
     # --- streaming ---------------------------------------------------------------------------
 
     async def stream(self, parsed: CanonicalRequest, model: str) -> AsyncIterator[list[Event]]:
         resp = await self.post_stream(self._url, _encode(self.body(parsed, model, True)), self._headers)
-        translator = ChunkTranslator()
+        translator = ChunkTranslator(summary=_wants_summary(parsed))
 
         def translate(blocks: list[tuple[str | None, bytes]]) -> list[Event]:
             batch: list[Event] = []
@@ -121,45 +127,69 @@ class OpenAIChatAdapter(Adapter):
         try:
             async for batch in self.sse_batches(resp, translate, lambda: translator.done):
                 yield batch
+            if not translator.answered and translator.error is None and (translator.chunks or translator.done):
+                # Chunks (usage, keep-alives, [DONE]) but never a choice: nothing in it is an answer.
+                raise self.unreadable("a stream without any chat completion choice")
             tail = translator.finish()
             if tail:
                 yield tail
         finally:
             await resp.aclose()
 
+    def unreadable(self, what: str) -> UpstreamError:
+        """A 200 answer that is not what the protocol sends: this route's failure (502), the next is tried."""
+        return UpstreamError(f"{self.name}: the upstream answered with {what}", provider=self.name,
+                             retryable=True, status=502, code="upstream_invalid_response")
+
 
 class ChunkTranslator:
-    """Chat completion chunks (or a whole completion, as one chunk) -> Responses events and output."""
+    """Chat completion chunks (or a whole completion, as one chunk) -> Responses events and output.
 
-    def __init__(self) -> None:
+    `summary`: the client asked for `reasoning.summary`, so the server's reasoning text
+    (`reasoning_content`, Mistral thinking) is shown as `summary_text`; otherwise as raw
+    `reasoning_text` content, as OpenAI shows an open model's reasoning.
+    """
+
+    def __init__(self, *, summary: bool = False) -> None:
         self.builder = ResponseEventBuilder()
         self.usage: dict[str, Any] | None = None
         self.finish_reason: str | None = None
         self.error: dict[str, Any] | None = None
         self.done = False  # the upstream said `data: [DONE]`: the stream ended on purpose
+        self.chunks = 0  # chunks read
+        self.answered = False  # a chunk carried a choice: this is a chat completion
+        self.summary = summary
         self._last_call: Any = None
+
+    def _reasoning(self, text: str) -> list[Event]:
+        return self.builder.reasoning_summary(text) if self.summary else self.builder.reasoning_text(text)
 
     def feed(self, chunk: dict[str, Any]) -> list[Event]:
         events: list[Event] = []
+        self.chunks += 1
+        if not isinstance(chunk, dict):
+            return events  # not a chunk; a stream of nothing else is unreadable (see `answered`)
         if chunk.get("error"):
             err = chunk["error"]
             self.error = err if isinstance(err, dict) else {"message": str(err)}
             return events
         if chunk.get("usage"):
             self.usage = chunk["usage"]
-        for choice in chunk.get("choices") or ():
-            if choice.get("index", 0) != 0:
+        choices = chunk.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
+            self.answered = True
             delta = choice.get("delta") or {}
             builder = self.builder
             reasoning = delta.get("reasoning_content") or delta.get("reasoning")
             if reasoning and isinstance(reasoning, str):
-                events += builder.reasoning_text(reasoning)
+                events += self._reasoning(reasoning)
             content = delta.get("content")
             logprobs = _logprobs(choice.get("logprobs"))
             if isinstance(content, list):  # Mistral: [{type: thinking, thinking: [...]}, {type: text}]
                 for kind, text in _content_chunks(content):
-                    events += builder.reasoning_text(text) if kind == "thinking" else builder.text(text)
+                    events += self._reasoning(text) if kind == "thinking" else builder.text(text)
                 content = None
             if content or logprobs:
                 events += builder.text(content or "", logprobs)
@@ -260,6 +290,8 @@ def to_messages(parsed: CanonicalRequest) -> list[dict[str, Any]]:
             output = item["output"]
             if isinstance(output, list):
                 output = "".join(p.get("text", "") for p in output if isinstance(p, dict))
+            if item.get("is_error"):
+                output = failed_tool_output(output)  # Chat has no error flag: the text says it
             messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": output})
         # Reasoning items carry another provider's opaque state; chat servers cannot take it back.
     return messages
@@ -296,13 +328,30 @@ def _tool(tool: dict[str, Any]) -> dict[str, Any]:
     return {"type": "function", "function": function}
 
 
-def _tool_choice(choice: str | dict[str, Any]) -> str | dict[str, Any]:
-    if isinstance(choice, str):
-        return choice
-    if choice.get("type") == "function":
-        return {"type": "function", "function": {"name": choice["name"]}}
-    # allowed_tools: chat has no per-request subset; "required" keeps the mode's intent.
-    return "required" if choice.get("mode") == "required" else "auto"
+def _allowed(tools: list[dict[str, Any]] | None, choice: str | dict[str, Any] | None, native: bool,
+             ) -> tuple[list[dict[str, Any]], str | dict[str, Any] | None]:
+    """The tools to send and the chat `tool_choice`.
+
+    `allowed_tools` is enforced: by default only the allowed tools are sent, with the mode's
+    `auto` / `required` (every Chat-compatible server takes that); with `options.allowed_tools:
+    native` every tool is sent with Chat's own `{"type": "allowed_tools", "allowed_tools": {mode,
+    tools}}` choice (OpenAI: the tool list, and so the prompt cache, stays the same across turns).
+    """
+    tools = tools or []
+    if not isinstance(choice, dict):
+        return tools, choice
+    kind = choice.get("type")
+    if kind != "allowed_tools":  # one named tool: {"type": "function", "function": {"name": ...}}
+        return tools, {"type": kind, kind: {"name": choice.get("name")}}
+    mode = "required" if choice.get("mode") == "required" else "auto"
+    wanted = {(ref.get("type"), ref.get("name")) for ref in choice.get("tools") or ()}
+    allowed = [tool for tool in tools if (tool.get("type"), tool.get("name")) in wanted]
+    if not native:
+        return allowed, mode
+    if not allowed:
+        return tools, "none"  # nothing may be called
+    refs = [{"type": tool["type"], tool["type"]: {"name": tool["name"]}} for tool in allowed]
+    return tools, {"type": "allowed_tools", "allowed_tools": {"mode": mode, "tools": refs}}
 
 
 def _logprobs(logprobs: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -333,9 +382,20 @@ def usage_from_chat(usage: dict[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
-def from_completion(data: dict[str, Any]) -> dict[str, Any]:
+def from_completion(data: dict[str, Any], *, summary: bool = False) -> dict[str, Any]:
     """A non-streaming chat completion -> the result part of a Response (see `ChunkTranslator.completion`)."""
-    return ChunkTranslator().completion(data)
+    return ChunkTranslator(summary=summary).completion(data)
+
+
+def _is_completion(data: Any) -> bool:
+    """A chat completion body: an object whose `choices` list holds at least one choice."""
+    choices = data.get("choices") if isinstance(data, dict) else None
+    return isinstance(choices, list) and any(isinstance(choice, dict) for choice in choices)
+
+
+def _wants_summary(parsed: CanonicalRequest) -> bool:
+    reasoning = parsed.req.reasoning
+    return reasoning is not None and (reasoning.summary or reasoning.generate_summary) is not None
 
 
 def _content_chunks(content: list[Any]) -> list[tuple[str, str]]:

@@ -17,17 +17,21 @@ import msgspec
 from sluice.canonical.reasoning import is_sealed
 from sluice.canonical.request import CanonicalRequest
 from sluice.config import ProviderConfig
-from sluice.providers.base import Adapter, Event
+from sluice.providers.base import Adapter, Event, failed_tool_output
 from sluice.providers.transport import UpstreamClient
 
-# Sluice's own request fields, and those the endpoint reference says are accepted but ignored.
+# Sluice's own request fields, those the endpoint reference says are accepted but ignored, and
+# Chat Completions fields the Responses API does not take (its spec has no penalties).
 _NOT_FORWARDED = frozenset({
     "routing", "cache_control", "background", "context_management", "conversation", "prompt",
     "safety_identifier", "service_tier", "truncation", "previous_response_id",
+    "frequency_penalty", "presence_penalty",
 })
 _CLEARED = dict.fromkeys(_NOT_FORWARDED)
 # Keys Sluice accepts on items and tools that OpenAI itself would reject.
 _ITEM_EXTENSIONS = ("cache_control", "is_error")
+# The Responses API's smallest `max_output_tokens`; a smaller limit is raised to it (see `_over_limit`).
+MIN_OUTPUT_TOKENS = 16
 
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
@@ -56,6 +60,10 @@ class OpenAIResponsesAdapter(Adapter):
         }
         if req.prompt_cache_retention == "in-memory":
             changes["prompt_cache_retention"] = "in_memory"
+        if not stream:
+            changes["stream_options"] = None  # "only set this when you set stream: true"
+        if req.max_output_tokens is not None and req.max_output_tokens < MIN_OUTPUT_TOKENS:
+            changes["max_output_tokens"] = MIN_OUTPUT_TOKENS  # OpenAI rejects less
         if req.tools:
             changes["tools"] = [_strip(tool) for tool in req.tools]
         body = _encode(msgspec.structs.replace(req, **changes))
@@ -71,11 +79,13 @@ class OpenAIResponsesAdapter(Adapter):
         if result.get("status") not in _FINAL_STATUSES:
             # Some compatible servers answer e.g. "complete"; clients validate against the enum.
             result["status"] = "incomplete" if result.get("incomplete_details") else "completed"
+        _over_limit(result, parsed.req.max_output_tokens)
         return result
 
     async def stream(self, parsed: CanonicalRequest, model: str) -> AsyncIterator[list[Event]]:
         resp = await self.post_stream(self._url, self.body(parsed, model, True), self._headers)
         ids = _StableIds()
+        limit = parsed.req.max_output_tokens
 
         def translate(blocks: list[tuple[str | None, bytes]]) -> list[Event]:
             batch = []
@@ -89,6 +99,8 @@ class OpenAIResponsesAdapter(Adapter):
                     continue
                 if kind == "error":
                     event = _flat_error(event)
+                elif kind == "response.completed" and _over_limit(event.get("response"), limit):
+                    event["type"] = "response.incomplete"
                 batch.append(event)
             return batch
 
@@ -114,10 +126,34 @@ def _flat_error(event: Event) -> Event:
             "The upstream reported an error.", "param": source.get("param")}
 
 
+def _over_limit(response: Any, limit: int | None) -> bool:
+    """Report a completed answer longer than the client's `max_output_tokens` as incomplete.
+
+    A limit under the API's minimum of 16 was sent as 16, so the model may write up to 16 tokens.
+    When the usage shows more output tokens (reasoning included, as the limit counts them) than the
+    client asked for, the Response says `incomplete` / `max_output_tokens`, as OpenAI would have
+    for that limit; the text is kept whole (Sluice cannot cut tokens). True when it changed.
+    """
+    if limit is None or limit >= MIN_OUTPUT_TOKENS or not isinstance(response, dict):
+        return False
+    usage = response.get("usage")
+    used = usage.get("output_tokens") if isinstance(usage, dict) else None
+    if response.get("status") in ("incomplete", "failed", "cancelled") or not isinstance(used, int) or used <= limit:
+        return False
+    response["status"] = "incomplete"
+    response["incomplete_details"] = {"reason": "max_output_tokens"}
+    return True
+
+
 def _strip(obj: Any) -> Any:
-    """Remove Sluice's extension keys from an item or tool, and `cache_control` from its parts."""
+    """Remove Sluice's extension keys from an item or tool, and `cache_control` from its parts.
+
+    A failed tool's output (`is_error: true`, which OpenAI has no field for) says so in its text.
+    """
     if not isinstance(obj, dict):
         return obj
+    if obj.get("is_error") is True and obj.get("type") == "function_call_output":
+        obj = {**obj, "output": failed_tool_output(obj.get("output") or "")}
     if any(key in obj for key in _ITEM_EXTENSIONS):
         obj = {k: v for k, v in obj.items() if k not in _ITEM_EXTENSIONS}
     for field in ("content", "output"):
