@@ -73,6 +73,18 @@ TURN_2_JSON = _converse(
     "end_turn", TURN_2_EVENTS[-1]["metadata"]["usage"])
 STRUCTURED_JSON = _converse([{"text": "{\"city\":\"Mexico City\",\"country\":\"Mexico\"}"}], "end_turn",
                             {"inputTokens": 120, "outputTokens": 14, "totalTokens": 134})
+# Cache writes split by TTL (TokenUsage.cacheDetails, sorted 1h before 5m), next to a cache read.
+CACHE_1H_USAGE = {"inputTokens": 20, "outputTokens": 50, "totalTokens": 4070, "cacheReadInputTokens": 1000,
+                  "cacheWriteInputTokens": 3000,
+                  "cacheDetails": [{"ttl": "1h", "inputTokens": 2000}, {"ttl": "5m", "inputTokens": 1000}]}
+CACHE_1H_EVENTS: list[dict[str, Any]] = [
+    {"messageStart": {"role": "assistant"}},
+    {"contentBlockDelta": {"contentBlockIndex": 0, "delta": {"text": "The contract runs for two years."}}},
+    {"contentBlockStop": {"contentBlockIndex": 0}},
+    {"messageStop": {"stopReason": "end_turn"}},
+    {"metadata": {"usage": CACHE_1H_USAGE, "metrics": {"latencyMs": 903}}},
+]
+CACHE_1H_JSON = _converse([{"text": "The contract runs for two years."}], "end_turn", CACHE_1H_USAGE)
 GUARDRAIL_JSON = _converse([{"text": "Sorry, the model cannot answer this question."}], "guardrail_intervened",
                            {"inputTokens": 15, "outputTokens": 0, "totalTokens": 15})
 
@@ -142,10 +154,12 @@ def cassettes() -> dict[str, dict[str, Any]]:
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     for name, events in (("tool-loop-reasoning.1.chunks.txt", TURN_1_EVENTS),
-                         ("tool-loop-reasoning.2.chunks.txt", TURN_2_EVENTS)):
+                         ("tool-loop-reasoning.2.chunks.txt", TURN_2_EVENTS),
+                         ("cache-write-1h.chunks.txt", CACHE_1H_EVENTS)):
         (OUT / name).write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in events))
     for name, data in (("tool-loop-reasoning.1.json", TURN_1_JSON), ("tool-loop-reasoning.2.json", TURN_2_JSON),
-                       ("structured-output.json", STRUCTURED_JSON), ("guardrail-intervened.json", GUARDRAIL_JSON)):
+                       ("structured-output.json", STRUCTURED_JSON), ("guardrail-intervened.json", GUARDRAIL_JSON),
+                       ("cache-write-1h.json", CACHE_1H_JSON)):
         (OUT / name).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     for name, doc in cassettes().items():
         (OUT / name).write_text(yaml.safe_dump(doc, sort_keys=False, width=120))

@@ -424,7 +424,8 @@ def test_thinking_stream_to_reasoning_summary(client: openai.OpenAI, upstream: R
     ex = _fixture("pydantic-ai/test_anthropic_model_thinking_part_stream.yaml")[0]
     thinking = accumulate(ex)["content"][0]
     upstream.enqueue(ex)
-    final, events = stream(client, model=MODEL, input="How do I cross the street?", reasoning={"effort": "low"})
+    final, events = stream(client, model=MODEL, input="How do I cross the street?",
+                           reasoning={"effort": "low", "summary": "auto"})
     reasoning = final.output[0]
     assert reasoning.type == "reasoning"
     assert reasoning.summary[0].text == thinking["thinking"]
@@ -496,7 +497,7 @@ def test_refusal_is_a_completed_refusal_part(client: openai.OpenAI, upstream: Re
     assert part.type == "refusal" and "cyber" in part.refusal
     upstream.enqueue(_fixture("anthropic-sdk-python/stream-a-refusal.sse"))
     final, events = stream(client, model=MODEL, input="what is an eclipse, claudius?")
-    assert [p.type for p in final.output[1].content] == ["output_text", "refusal"]
+    assert [p.type for p in final.output[-1].content] == ["output_text", "refusal"]
     assert "response.refusal.delta" in {e.type for e in events}
 
 
@@ -579,7 +580,8 @@ def test_tool_loop_without_encrypted_content_turns_thinking_off(client: openai.O
                                                                 upstream: ReplayServer) -> None:
     turn1_ex = load(OWN / "tool-loop-thinking.1.sse", provider="anthropic")[0]
     turn2_ex = load(OWN / "tool-loop-thinking.2.sse", provider="anthropic")[0]
-    request = {"model": MODEL, "tools": [{"type": "function", "name": "get_weather"}], "reasoning": {"effort": "low"}}
+    request = {"model": MODEL, "tools": [{"type": "function", "name": "get_weather"}],
+               "reasoning": {"effort": "low", "summary": "auto"}}
     upstream.enqueue(turn1_ex)
     turn1, _ = stream(client, input="Weather in Paris?", **request)
     assert turn1.output[0].encrypted_content is None

@@ -459,6 +459,8 @@ def test_replay_recording(path: Path, gw: Any, bclient: openai.OpenAI, upstream:
             request["input"] = [*first_input, *(i.model_dump(exclude_none=True) for i in previous.output),
                                 *request["input"]]
         request["include"] = ["reasoning.encrypted_content"]
+        if "reasoning" in request:
+            request["reasoning"]["summary"] = "auto"  # (the Converse request is the same with or without)
 
         upstream.enqueue(exchange)
         if exchange.status >= 400:
@@ -485,7 +487,7 @@ def test_replay_recording(path: Path, gw: Any, bclient: openai.OpenAI, upstream:
             assert received.path == exchange.path, "modelId must be percent-encoded exactly as botocore does"
             assert normalized_sent(sent, recorded) == normalized_recorded(recorded)
         check_usage(response, recorded_usage(exchange), model)
-        _check_content(path, exchange, response)
+        _check_content(path, exchange, response, summary="reasoning" in request)
         previous = response
 
 
@@ -514,7 +516,7 @@ def _replay_stream(client: openai.OpenAI, gw: Any, upstream: ReplayServer, excha
     return final
 
 
-def _check_content(path: Path, exchange: Exchange, response: Response) -> None:
+def _check_content(path: Path, exchange: Exchange, response: Response, summary: bool) -> None:
     data = assemble(list(exchange.events())) if exchange.stream else exchange.json()
     content = data["output"]["message"]["content"]
     texts = "".join(b["text"] for b in content if "text" in b)
@@ -538,8 +540,9 @@ def _check_content(path: Path, exchange: Exchange, response: Response) -> None:
         if "redactedContent" in block:
             assert state["redacted"] == block["redactedContent"] and not item.content
         else:
-            # Claude's thinking is shown as a reasoning summary (as the Anthropic adapter shows it).
-            assert state["text"] == block["reasoningText"]["text"] == item.summary[0].text
+            # Claude's thinking is the reasoning summary when one is asked for, else only sealed.
+            assert state["text"] == block["reasoningText"]["text"]
+            assert [part.text for part in item.summary] == ([state["text"]] if summary else [])
             assert not item.content
             assert state["signature"] == block["reasoningText"]["signature"]
     if stop == "max_tokens":
@@ -740,7 +743,7 @@ def _turn(client: openai.OpenAI, streamed: bool, **kwargs: Any) -> Response:
 @pytest.mark.parametrize("streamed", [False, True], ids=["create", "stream"])
 def test_tool_loop_with_reasoning(bclient: openai.OpenAI, upstream: ReplayServer, streamed: bool) -> None:
     suffix = "chunks.txt" if streamed else "json"
-    common = {"model": "claude-bedrock", "tools": [WEATHER_TOOL], "reasoning": {"effort": "low"},
+    common = {"model": "claude-bedrock", "tools": [WEATHER_TOOL], "reasoning": {"effort": "low", "summary": "auto"},
               "include": ["reasoning.encrypted_content"]}
     upstream.enqueue(load(REC / f"tool-loop-reasoning.1.{suffix}", provider="bedrock"))
     turn1 = _turn(bclient, streamed, input=QUESTION, **common)
@@ -760,7 +763,8 @@ def test_tool_loop_with_reasoning(bclient: openai.OpenAI, upstream: ReplayServer
     assert sent1["inferenceConfig"] == {"maxTokens": 2048 + ANSWER_ROOM}
     assert sent1["toolConfig"] == {"tools": [{"toolSpec": {"name": "get_weather", "description":
                                                            "Current weather for a city.",
-                                                           "inputSchema": {"json": WEATHER_TOOL["parameters"]}}}]}
+                                                           "inputSchema": {"json": WEATHER_TOOL["parameters"]},
+                                                           "strict": True}}]}
 
     upstream.enqueue(load(REC / f"tool-loop-reasoning.2.{suffix}", provider="bedrock"))
     history = [{"role": "user", "content": QUESTION}, *[i.model_dump(exclude_none=True) for i in turn1.output],
@@ -788,7 +792,7 @@ def test_tool_loop_with_reasoning(bclient: openai.OpenAI, upstream: ReplayServer
 def test_tool_loop_without_encrypted_content(bclient: openai.OpenAI, upstream: ReplayServer) -> None:
     """Without include, no state leaves Sluice; the next turn drops thinking rather than fail upstream."""
     upstream.enqueue(load(REC / "tool-loop-reasoning.1.json", provider="bedrock"))
-    common = {"model": "claude-bedrock", "tools": [WEATHER_TOOL], "reasoning": {"effort": "medium"}}
+    common = {"model": "claude-bedrock", "tools": [WEATHER_TOOL], "reasoning": {"effort": "medium", "summary": "auto"}}
     turn1 = bclient.responses.create(input=QUESTION, **common)
     reasoning = turn1.output[0]
     assert reasoning.type == "reasoning" and reasoning.encrypted_content is None
@@ -808,15 +812,20 @@ def test_tool_loop_without_encrypted_content(bclient: openai.OpenAI, upstream: R
 def test_reasoning_presentation_and_foreign_state(bclient: openai.OpenAI, upstream: ReplayServer) -> None:
     data = load(FIX / "bedrock/vercel-ai/amazon-bedrock-reasoning.json")[0]
     thought = data.json()["output"]["message"]["content"][0]["reasoningContent"]["reasoningText"]["text"]
-    # Claude: a summary. Other vendors (raw chain of thought): reasoning_text, or a summary when asked for one.
-    for model, summary in (("claude-bedrock", None), ("replay-bedrock/openai.gpt-oss-120b-1:0", None),
+    # A summary when the client asks for one. Otherwise Claude's thinking (itself a summary) is not shown,
+    # other vendors' raw chain of thought is reasoning_text.
+    for model, summary in (("claude-bedrock", None), ("claude-bedrock", "auto"),
+                           ("replay-bedrock/openai.gpt-oss-120b-1:0", None),
                            ("replay-bedrock/openai.gpt-oss-120b-1:0", "auto")):
         upstream.enqueue(data)
         reasoning = {"effort": "high", **({"summary": summary} if summary else {})}
-        item = bclient.responses.create(model=model, input="r's?", reasoning=reasoning).output[0]  # type: ignore[arg-type]
-        as_summary = model == "claude-bedrock" or summary is not None
-        assert [p.text for p in item.summary] == ([thought] if as_summary else [])  # type: ignore[union-attr]
-        assert [p.text for p in item.content or []] == ([] if as_summary else [thought])  # type: ignore[union-attr]
+        output = bclient.responses.create(model=model, input="r's?", reasoning=reasoning).output  # type: ignore[arg-type]
+        if model == "claude-bedrock" and summary is None:
+            assert [item.type for item in output] == ["message"]
+            continue
+        item = output[0]
+        assert [p.text for p in item.summary] == ([thought] if summary else [])  # type: ignore[union-attr]
+        assert [p.text for p in item.content or []] == ([] if summary else [thought])  # type: ignore[union-attr]
     # State sealed for another protocol, or for another Bedrock vendor, is never sent to this one.
     upstream.enqueue(load(FIX / "bedrock/vercel-ai/amazon-bedrock-text.json"))
     history = [{"role": "user", "content": "hi"},
@@ -938,7 +947,7 @@ def test_request_mapping(bclient: openai.OpenAI, upstream: ReplayServer) -> None
     assert sent["inferenceConfig"] == {"maxTokens": 500, "temperature": 1.0}
     tools = sent["toolConfig"]["tools"]
     assert [list(t) for t in tools] == [["toolSpec"], ["toolSpec"], ["cachePoint"]] and tools[2] == hour
-    assert "strict" not in tools[0]["toolSpec"]
+    assert tools[0]["toolSpec"]["strict"] is True  # the client's strict: true, on a Claude model that takes it
     assert sent["toolConfig"]["toolChoice"] == {"any": {}}
     assert set(sent) == {"messages", "system", "inferenceConfig", "toolConfig"}
 
@@ -989,7 +998,8 @@ def test_tool_choice_none_with_tool_history_keeps_tool_config(bclient: openai.Op
     sent = assert_valid_converse(upstream.requests[-1])
     assert sent["toolConfig"] == {"tools": [{"toolSpec": {"name": "get_weather",
                                                           "description": "Current weather for a city.",
-                                                          "inputSchema": {"json": WEATHER_TOOL["parameters"]}}}]}
+                                                          "inputSchema": {"json": WEATHER_TOOL["parameters"]},
+                                                          "strict": True}}]}
 
 
 def _body(request: dict[str, Any], model: str = CLAUDE_45, options: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -1076,7 +1086,8 @@ def test_model_family() -> None:
 def test_usage_mapping() -> None:
     assert usage({"inputTokens": 2, "outputTokens": 5, "totalTokens": 1329, "cacheReadInputTokens": 0,
                   "cacheWriteInputTokens": 1322}) == {
-        "input_tokens": 1324, "input_tokens_details": {"cached_tokens": 0, "cached_tokens_created": 1322},
+        "input_tokens": 1324, "input_tokens_details": {"cached_tokens": 0, "cached_tokens_created": 1322,
+                                                        "cache_write_1h_tokens": 0},
         "output_tokens": 5, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 1329}
     assert usage(None) is None
 

@@ -161,7 +161,7 @@ def expected(completion: dict[str, Any]) -> dict[str, Any]:
             "total_tokens": usage.get("total_tokens", 0),
             "input_tokens_details": {"cached_tokens": prompt_details.get("cached_tokens")
                                      or usage.get("prompt_cache_hit_tokens") or 0, "cached_tokens_created": 0,
-                                     "cache_write_tokens": 0},
+                                     "cache_write_tokens": 0, "cache_write_1h_tokens": 0},
             "output_tokens_details": {"reasoning_tokens":
                                       (usage.get("completion_tokens_details") or {}).get("reasoning_tokens", 0)},
         },

@@ -98,7 +98,8 @@ def test_cost_prices_cached_and_written_tokens() -> None:
 def test_usage_normalization_accepts_cache_write_tokens() -> None:
     usage = normalize_usage({"input_tokens": 10, "output_tokens": 5,
                              "input_tokens_details": {"cached_tokens": 2, "cache_write_tokens": 3}})
-    assert usage["input_tokens_details"] == {"cached_tokens": 2, "cached_tokens_created": 3, "cache_write_tokens": 3}
+    assert usage["input_tokens_details"] == {"cached_tokens": 2, "cached_tokens_created": 3, "cache_write_tokens": 3,
+                                             "cache_write_1h_tokens": 0}
     assert usage["total_tokens"] == 15
     assert normalize_usage(None)["total_tokens"] == 0
 

@@ -69,7 +69,8 @@ class Price(msgspec.Struct, forbid_unknown_fields=True):
     input: float = 0.0
     output: float = 0.0
     cached_input: float | None = None
-    cache_write: float | None = None
+    cache_write: float | None = None  # cache writes (Anthropic: the 5-minute TTL)
+    cache_write_1h: float | None = None  # cache writes made for an hour (Anthropic's 1h TTL); else cache_write
 
 
 class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True):

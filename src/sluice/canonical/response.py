@@ -58,7 +58,9 @@ def normalize_usage(usage: dict[str, Any] | None) -> dict[str, Any]:
     """Usage in the canonical shape, every counter present.
 
     `input_tokens` counts every prompt token, cached ones included (OpenAI's convention);
-    `cached_tokens` were read from a prompt cache, `cached_tokens_created` written to one.
+    `cached_tokens` were read from a prompt cache, `cached_tokens_created` written to one, and
+    `cache_write_1h_tokens` are those of the writes made for an hour (Anthropic's 1h TTL, billed
+    higher than 5-minute writes; 0 where the upstream does not split writes by TTL).
     """
     usage = usage or {}
     details = usage.get("input_tokens_details") or {}
@@ -72,7 +74,8 @@ def normalize_usage(usage: dict[str, Any] | None) -> dict[str, Any]:
         "input_tokens": input_tokens,
         # `cached_tokens_created` is the reference's name, `cache_write_tokens` OpenAI's: both are sent.
         "input_tokens_details": {"cached_tokens": int(details.get("cached_tokens") or 0),
-                                 "cached_tokens_created": int(created), "cache_write_tokens": int(created)},
+                                 "cached_tokens_created": int(created), "cache_write_tokens": int(created),
+                                 "cache_write_1h_tokens": int(details.get("cache_write_1h_tokens") or 0)},
         "output_tokens": output_tokens,
         "output_tokens_details": {"reasoning_tokens": int(out_details.get("reasoning_tokens") or 0)},
         "total_tokens": int(usage.get("total_tokens") or input_tokens + output_tokens),

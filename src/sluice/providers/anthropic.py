@@ -4,9 +4,10 @@ Requests are folded into Anthropic's conversation shape by `anthropic_request.bu
 Answers, whole or streamed, go through one `MessageTranslator` that feeds the canonical
 `ResponseEventBuilder`, so a non-streaming response and a stream's final response are built by
 the same code: text -> message output_text (citations -> url_citation), thinking ->
-reasoning (summary_text, signature sealed into encrypted_content), tool_use -> function_call,
-web search -> web_search_call, MCP -> mcp_call. Other server-tool blocks and compaction blocks
-are skipped; the text around them passes through.
+reasoning (summary_text when the client asked for reasoning.summary; thinking and signature
+sealed into encrypted_content), tool_use -> function_call, the forced structured-output tool ->
+output_text (a text preamble before it dropped), web search -> web_search_call, MCP -> mcp_call.
+Other server-tool blocks and compaction blocks are skipped; the text around them passes through.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from sluice.canonical.request import CanonicalRequest
 from sluice.canonical.stream import ResponseEventBuilder
 from sluice.config import ProviderConfig
 from sluice.errors import InvalidRequest, UpstreamError, status_error_type
+from sluice.providers.answer_rules import HeldPreamble, estimate_reasoning_tokens
 from sluice.providers.anthropic_request import HOSTED_WEB_SEARCH, PROTOCOL, SUPPORTED_ITEMS, Plan, build_body
 from sluice.providers.base import Adapter, Event, unsupported
 from sluice.providers.transport import UpstreamClient
@@ -177,7 +179,7 @@ class AnthropicAdapter(Adapter):
 class _Block:
     """One content block being received."""
 
-    __slots__ = ("citations", "data", "id", "kind", "name", "parts", "signature", "start", "streamed")
+    __slots__ = ("citations", "data", "held", "id", "kind", "name", "parts", "signature", "start", "streamed")
 
     def __init__(self, kind: str, block: dict[str, Any]) -> None:
         self.kind = kind
@@ -189,6 +191,7 @@ class _Block:
         self.citations: list[dict[str, Any]] = []
         self.start = 0  # characters of text this block added (citations cover exactly those)
         self.streamed = False  # tool input arrived as deltas (not whole in the start block)
+        self.held = False  # text held back as a possible preamble of the structured-output tool
 
 
 class MessageTranslator:
@@ -205,6 +208,9 @@ class MessageTranslator:
         self.done = False
         self.started = False
         self._server_calls: dict[str, dict[str, Any]] = {}  # server/mcp tool_use id -> use block
+        # Structured output through the forced tool: text before its call is preamble (dropped).
+        self._preamble = HeldPreamble(plan.json_tool is not None)
+        self._thinking_chars = 0  # characters of thinking text, for the reasoning-token estimate
 
     # --- whole message (non-streaming) ---------------------------------------------------------
 
@@ -270,7 +276,10 @@ class MessageTranslator:
             state.citations.extend(block.get("citations") or ())
             return self._text(state, block.get("text") or "")
         if kind == "thinking":
-            return builder.reasoning_summary(block["thinking"]) if block.get("thinking") else []
+            return self._thinking(block.get("thinking") or "")
+        if kind == "json_tool":
+            self._preamble.answered()
+            return []
         if kind == "tool_use":
             return builder.tool_call_start(index, block.get("id") or new_id("call"), block.get("name") or "")
         if kind == "web_search_tool_result":
@@ -280,8 +289,19 @@ class MessageTranslator:
         return []
 
     def _text(self, state: _Block, delta: str) -> list[Event]:
+        if state.kind == "text" and delta and self._preamble.holds(delta):
+            state.held = True
+            return []
         state.start += len(delta)
         return self.builder.text(delta)
+
+    def _thinking(self, text: str) -> list[Event]:
+        if not text:
+            return []
+        self._thinking_chars += len(text)
+        # Shown only when the client asked for a summary (OpenAI shows none otherwise); the text
+        # is still sealed into encrypted_content with the signature.
+        return self.builder.reasoning_summary(text) if self.plan.summary else []
 
     def _delta(self, index: int, delta: dict[str, Any]) -> list[Event]:
         state = self.blocks.get(index)
@@ -306,7 +326,7 @@ class MessageTranslator:
             if not text:
                 return []
             state.parts.append(text)
-            return self.builder.reasoning_summary(text)
+            return self._thinking(text)
         if kind == "signature_delta":
             state.signature += delta.get("signature") or ""
         elif kind == "citations_delta" and delta.get("citation"):
@@ -357,7 +377,7 @@ class MessageTranslator:
         return self._text(state, _json(value))
 
     def _annotations(self, state: _Block) -> list[Event]:
-        if not state.citations:
+        if not state.citations or state.held:
             return []
         # The block's text ends the open output_text part (blocks arrive one after the other), and
         # a citation covers its whole block.
@@ -405,7 +425,9 @@ class MessageTranslator:
         if self.stop_reason is None:
             return []  # the upstream cut the stream short; the gateway reports the failure
         builder = self.builder
-        events: list[Event] = []
+        held = self._preamble.release()
+        # The answer tool was not called: the held text is the answer.
+        events: list[Event] = builder.text(held) if held else []
         if self.stop_reason == "refusal":
             # A refusal is the model's answer: a refusal part, status completed (as OpenAI does).
             details = self.stop_details or {}
@@ -426,10 +448,16 @@ class MessageTranslator:
         # Anthropic's input_tokens excludes cache reads and writes; the canonical count includes them.
         prompt = (usage.get("input_tokens") or 0) + read + written
         output = usage.get("output_tokens") or 0
-        thinking = (usage.get("output_tokens_details") or {}).get("thinking_tokens") or 0
+        thinking = (usage.get("output_tokens_details") or {}).get("thinking_tokens")
+        if not isinstance(thinking, int):
+            # Not reported: estimated from the thinking text (Claude 4 shows a summary of its
+            # thinking, so the count it bills is usually higher).
+            thinking = estimate_reasoning_tokens(self._thinking_chars, output)
+        hour = (usage.get("cache_creation") or {}).get("ephemeral_1h_input_tokens") or 0
         canonical: dict[str, Any] = {
             "input_tokens": prompt,
-            "input_tokens_details": {"cached_tokens": read, "cached_tokens_created": written},
+            "input_tokens_details": {"cached_tokens": read, "cached_tokens_created": written,
+                                     "cache_write_1h_tokens": hour},
             "output_tokens": output,
             "output_tokens_details": {"reasoning_tokens": thinking},
             "total_tokens": prompt + output,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,8 @@ SUPPORTED_ITEMS = frozenset({"message", "function_call", "function_call_output",
 HOSTED_WEB_SEARCH = frozenset({"web_search", "web_search_preview", "web_search_2025_08_26",
                                "web_search_preview_2025_03_11"})
 
+_MAX_USER_ID = 512  # Anthropic's limit on metadata.user_id
+
 _decode = msgspec.json.decode
 
 
@@ -46,6 +49,7 @@ class Plan:
     json_wrapped: bool = False  # the schema was not an object: the tool input is {"value": ...}
     encrypted: bool = False  # the client asked for reasoning.encrypted_content
     sources: bool = False  # the client asked for web_search_call.action.sources
+    summary: bool = False  # the client asked for reasoning.summary: thinking text is shown as summary_text
 
 
 def default_max_tokens(model: str) -> int:
@@ -61,11 +65,15 @@ def default_max_tokens(model: str) -> int:
 def build_body(parsed: CanonicalRequest, model: str, stream: bool,
                options: dict[str, Any]) -> tuple[dict[str, Any], Plan]:
     req = parsed.req
+    reasoning = req.reasoning
     plan = Plan(encrypted=parsed.wants("reasoning.encrypted_content"),
-                sources=parsed.wants("web_search_call.action.sources"))
+                sources=parsed.wants("web_search_call.action.sources"),
+                # As OpenAI does: a summary only when one is asked for (Claude's thinking text is one).
+                summary=reasoning is not None and (reasoning.summary or reasoning.generate_summary) is not None)
     marks = _Marks()
     body: dict[str, Any] = {"model": model}
     tools, tool_choice = _tools(parsed, marks, options, plan)
+    _strict_tools(tools, req.tools, model, options)
     system, messages = _conversation(parsed, marks)
     if not tools:
         past = _past_tools(messages)
@@ -99,12 +107,19 @@ def build_body(parsed: CanonicalRequest, model: str, stream: bool,
     if req.cache_control is not None:
         body["cache_control"] = _cache(msgspec.to_builtins(req.cache_control))
     marks.enforce(body.get("cache_control"))
+    if req.user:
+        body["metadata"] = {"user_id": _user_id(req.user)}
     if stream:
         body["stream"] = True
     extra = options.get("extra_body")
     if isinstance(extra, dict):
         body.update(extra)
     return body, plan
+
+
+def _user_id(user: str) -> str:
+    """`user` as Anthropic's `metadata.user_id` (an opaque id of at most 512 characters)."""
+    return user if len(user) <= _MAX_USER_ID else hashlib.sha256(user.encode()).hexdigest()
 
 
 # --- conversation --------------------------------------------------------------------------------
@@ -345,6 +360,21 @@ def _tools(parsed: CanonicalRequest, marks: _Marks, options: dict[str, Any],
         tools.append(_json_tool(fmt, plan))
         tool_choice = _json_tool_choice(tool_choice, plan.json_tool or "", len(tools) > 1)
     return tools, tool_choice
+
+
+def _strict_tools(tools: list[dict[str, Any]], client_tools: list[dict[str, Any]] | None, model: str,
+                  options: dict[str, Any]) -> None:
+    """Claude's strict tool use for the function tools the client declared `strict: true`.
+
+    `claude_policy.strict_tool` decides (the model must take it); a strict tool's schema is
+    narrowed to the subset strict tool use accepts, the same as structured outputs'.
+    """
+    names = {tool["name"] for tool in client_tools or () if tool.get("type") == "function"
+             and claude_policy.strict_tool(tool.get("strict"), model, options.get("strict_tools"))}
+    for tool in tools:
+        if "input_schema" in tool and tool["name"] in names:  # function tools (server tools have none)
+            tool["input_schema"] = strict_schema(tool["input_schema"])
+            tool["strict"] = True
 
 
 def _past_tools(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -71,6 +71,7 @@ class Plan:
     seal: bool  # return reasoning state as encrypted_content
     summary: bool  # show reasoning text as summary_text (the client asked for reasoning.summary)
     json_tool: str | None = None  # structured output emulated with this forced tool
+    hide: bool = False  # show no reasoning text (Claude's thinking, no reasoning.summary asked for)
 
 
 def model_family(model: str) -> str:
@@ -210,6 +211,21 @@ class _Builder:
         content[at:at] = blocks
 
 
+def add_point(blocks: list[dict[str, Any]], point: dict[str, Any] | None) -> None:
+    """Put a cachePoint after `blocks` (none when they are empty).
+
+    Two points in a row mark the same prefix: they are one point, 1h if either is (a part's
+    cache_control on a message's last part and the message's own, say).
+    """
+    if point is None or not blocks:
+        return
+    last = blocks[-1].get("cachePoint")
+    if last is None:
+        blocks.append(point)
+    elif "ttl" in point["cachePoint"]:
+        last["ttl"] = point["cachePoint"]["ttl"]
+
+
 def cache_point(control: Any) -> dict[str, Any] | None:
     """`cache_control` -> a cachePoint block (5 minutes is Bedrock's default TTL)."""
     if not isinstance(control, dict):
@@ -225,11 +241,12 @@ def build_body(parsed: CanonicalRequest, model: str, options: dict[str, Any]) ->
     req = parsed.req
     family = model_family(model)
     claude = family == "anthropic" or "claude" in model
-    # Claude's thinking on Bedrock is a summary (as the Anthropic adapter shows it); other vendors'
-    # reasoning is raw text unless the client asked for a summary.
-    summary = claude or (
-        req.reasoning is not None and (req.reasoning.summary or req.reasoning.generate_summary) is not None)
-    plan = Plan(family=family, seal=parsed.wants("reasoning.encrypted_content"), summary=summary)
+    # Reasoning text is a summary when the client asked for one (as OpenAI shows it). Otherwise other
+    # vendors' reasoning is raw chain of thought, shown as reasoning_text; Claude's thinking is itself
+    # a summary, so it is not shown (as on the Anthropic adapter).
+    summary = req.reasoning is not None and (req.reasoning.summary or req.reasoning.generate_summary) is not None
+    plan = Plan(family=family, seal=parsed.wants("reasoning.encrypted_content"), summary=summary,
+                hide=claude and not summary)
     out = _Builder()
     if req.instructions:
         out.system.append({"text": req.instructions})
@@ -242,9 +259,7 @@ def build_body(parsed: CanonicalRequest, model: str, options: dict[str, Any]) ->
         out.system.append({"text": JSON_OBJECT_NOTE})  # Converse has no JSON mode: an instruction is closest
     if req.cache_control is not None and out.messages:
         # Caching is prefix-based: one point after the last block covers tools, system and history.
-        content = out.messages[-1]["content"]
-        if "cachePoint" not in content[-1]:
-            content.append(out.point(msgspec.to_builtins(req.cache_control)))
+        add_point(out.messages[-1]["content"], out.point(msgspec.to_builtins(req.cache_control)))
 
     body: dict[str, Any] = {"messages": out.messages}
     if out.system:
@@ -254,6 +269,8 @@ def build_body(parsed: CanonicalRequest, model: str, options: dict[str, Any]) ->
     if isinstance(configured, dict):
         extra.update(configured)
     _tools(parsed, out, body, options, plan, claude)
+    if claude:
+        _strict_tools(body, req.tools, model, options)
     inference: dict[str, Any] = {}
     max_tokens = _reasoning(parsed, model, family, options, body, extra)
     if max_tokens is not None:
@@ -289,24 +306,26 @@ def _convert_items(items: list[dict[str, Any]], family: str, out: _Builder) -> N
             role = item["role"]
             if role in ("system", "developer"):
                 # Converse has one system prompt: system/developer turns join it, in order.
-                out.system.extend({"text": p["text"]} for p in item["content"]
-                                  if p.get("type") in ("input_text", "output_text") and p.get("text"))
-                if point and out.system:
-                    out.system.append(point)
+                for part in item["content"]:
+                    if part.get("type") in ("input_text", "output_text") and part.get("text"):
+                        out.system.append({"text": part["text"]})
+                        add_point(out.system, out.point(part.get("cache_control")))
+                add_point(out.system, point)
                 continue
             if role == "assistant":
-                blocks = [{"text": text} for p in item["content"]
-                          if (text := p.get("text") or p.get("refusal"))]
+                blocks = []
+                for part in item["content"]:
+                    if text := part.get("text") or part.get("refusal"):
+                        blocks.append({"text": text})
+                        add_point(blocks, out.point(part.get("cache_control")))
             else:
-                blocks = _user_blocks(item["content"], out)
-            if point and blocks:
-                blocks.append(point)
+                blocks = _user_blocks(item["content"], out, points=True)
+            add_point(blocks, point)
             out.add("assistant" if role == "assistant" else "user", blocks)
         elif kind == "function_call":
             blocks = [{"toolUse": {"toolUseId": tool_use_id(item["call_id"]), "name": item["name"],
                                    "input": _arguments(item["arguments"], f"input[{i}].arguments")}}]
-            if point:
-                blocks.append(point)
+            add_point(blocks, point)
             out.add("assistant", blocks)
         elif kind == "function_call_output":
             result: dict[str, Any] = {"toolUseId": tool_use_id(item["call_id"]),
@@ -314,8 +333,11 @@ def _convert_items(items: list[dict[str, Any]], family: str, out: _Builder) -> N
             if item.get("is_error"):
                 result["status"] = "error"
             blocks = [{"toolResult": result}]
-            if point:
-                blocks.append(point)
+            # A tool result's content cannot hold a cachePoint: its parts' points follow the block.
+            for part in item["output"] if isinstance(item["output"], list) else ():
+                if isinstance(part, dict):
+                    add_point(blocks, out.point(part.get("cache_control")))
+            add_point(blocks, point)
             out.add_tool_result(blocks)
         elif kind == "reasoning":
             block = _reasoning_block(item, family)
@@ -367,10 +389,12 @@ def _arguments(arguments: str, param: str) -> Any:
     return value
 
 
-def _user_blocks(parts: list[dict[str, Any]], out: _Builder) -> list[dict[str, Any]]:
+def _user_blocks(parts: list[dict[str, Any]], out: _Builder, points: bool = False) -> list[dict[str, Any]]:
+    """Content blocks of user parts; with `points`, a part's cache_control as a cachePoint after it."""
     blocks: list[dict[str, Any]] = []
     for j, part in enumerate(parts):
         kind = part.get("type")
+        count = len(blocks)
         if kind in ("input_text", "output_text"):
             if part["text"]:  # Converse rejects blank text blocks
                 blocks.append({"text": part["text"]})
@@ -380,6 +404,8 @@ def _user_blocks(parts: list[dict[str, Any]], out: _Builder) -> list[dict[str, A
             blocks.append(_document(part, j, out))
         elif kind == "refusal" and part.get("refusal"):
             blocks.append({"text": part["refusal"]})
+        if points and len(blocks) > count:
+            add_point(blocks, out.point(part.get("cache_control")))
     return blocks
 
 
@@ -503,6 +529,27 @@ def _tools(parsed: CanonicalRequest, out: _Builder, body: dict[str, Any], option
         if converse_choice is not None:
             config["toolChoice"] = converse_choice
         body["toolConfig"] = config
+
+
+def _strict_tools(body: dict[str, Any], client_tools: list[dict[str, Any]] | None, model: str,
+                  options: dict[str, Any]) -> None:
+    """Claude's strict tool use, as on the Anthropic adapter (`claude_policy.strict_tool`).
+
+    A function tool the client declared `strict: true` goes with `strict: true` and its schema
+    narrowed to Claude's subset, on a model that takes it; otherwise `strict` is not sent (unless
+    option `strict_tools: true` forwarded the client's value as is, for any model).
+    """
+    option = options.get("strict_tools")
+    if option is True:
+        return  # forwarded as given by _tools
+    names = {tool["name"] for tool in client_tools or () if tool.get("type") == "function"
+             and claude_policy.strict_tool(tool.get("strict"), model, option)}
+    for tool in body.get("toolConfig", {}).get("tools", ()):
+        spec = tool.get("toolSpec")
+        # (Stand-ins for tools the history used, declared when none is sent, stay as they are.)
+        if spec is not None and spec["name"] in names and spec.get("description") != PAST_TOOL_NOTE:
+            spec["inputSchema"] = {"json": strict_schema(spec["inputSchema"]["json"])}
+            spec["strict"] = True
 
 
 def _json_tool_name(name: str, tools: list[dict[str, Any]]) -> str:

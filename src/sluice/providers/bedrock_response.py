@@ -14,6 +14,7 @@ import msgspec
 from sluice.canonical.ids import new_id
 from sluice.canonical.reasoning import seal
 from sluice.canonical.stream import ResponseEventBuilder
+from sluice.providers.answer_rules import HeldPreamble, estimate_reasoning_tokens
 from sluice.providers.bedrock_request import PROTOCOL, Plan
 
 Event = dict[str, Any]
@@ -63,9 +64,13 @@ def usage(raw: dict[str, Any] | None) -> dict[str, Any] | None:
     write = raw.get("cacheWriteInputTokens") or 0
     input_tokens = (raw.get("inputTokens") or 0) + read + write
     output_tokens = raw.get("outputTokens") or 0
+    # cacheDetails splits the writes by TTL (1h writes are billed higher than 5m ones).
+    hour = sum(d.get("inputTokens") or 0 for d in raw.get("cacheDetails") or () if isinstance(d, dict)
+               and d.get("ttl") == "1h")
     return {
         "input_tokens": input_tokens,
-        "input_tokens_details": {"cached_tokens": read, "cached_tokens_created": write},
+        "input_tokens_details": {"cached_tokens": read, "cached_tokens_created": write,
+                                 "cache_write_1h_tokens": hour},
         "output_tokens": output_tokens,
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": input_tokens + output_tokens,
@@ -92,11 +97,9 @@ class ConverseTranslator:
         self.stop_reason: str | None = None
         self.usage: dict[str, Any] | None = None
         self.error: tuple[str, str] | None = None
-        # Structured output through a tool: free text is held back and dropped once the answer
-        # tool is called (it is preamble, and the SDK's parse() would choke on it); without that
-        # call it is the answer, given at the end.
-        self._held: list[str] = []
-        self._answered = False
+        # Structured output through a tool: free text before its call is preamble (dropped).
+        self._preamble = HeldPreamble(plan.json_tool is not None)
+        self._reasoning_chars = 0  # characters of reasoning text, for the reasoning-token estimate
 
     # --- stream events -------------------------------------------------------------------------
 
@@ -136,7 +139,13 @@ class ConverseTranslator:
             text = reasoning.get("text")
             if text:
                 block.text.append(text)
-                events = builder.reasoning_summary(text) if self.plan.summary else builder.reasoning_text(text)
+                self._reasoning_chars += len(text)
+                if self.plan.hide:
+                    pass  # Claude's thinking without reasoning.summary: sealed only, not shown
+                elif self.plan.summary:
+                    events = builder.reasoning_summary(text)
+                else:
+                    events = builder.reasoning_text(text)
             if reasoning.get("signature"):
                 block.signature = (block.signature or "") + reasoning["signature"]
             if reasoning.get("redactedContent"):
@@ -145,10 +154,7 @@ class ConverseTranslator:
         return []  # citation / image / toolResult deltas carry nothing the Responses output shows
 
     def _text(self, text: str) -> list[Event]:
-        if not text:
-            return []
-        if self.plan.json_tool is not None and not self._answered:
-            self._held.append(text)
+        if not text or self._preamble.holds(text):
             return []
         return self.builder.text(text)
 
@@ -156,17 +162,14 @@ class ConverseTranslator:
         name = tool.get("name") or ""
         if name == self.plan.json_tool:
             self.blocks[index] = _Block("json")
-            self._held.clear()
-            self._answered = True
+            self._preamble.answered()
             return []
         self.blocks[index] = _Block("tool")
         return self.builder.tool_call_start(index, tool.get("toolUseId") or new_id("call"), name)
 
     def _flush_held(self) -> list[Event]:
-        if not self._held:
-            return []
-        text, self._held = "".join(self._held), []
-        return self.builder.text(text)
+        held = self._preamble.release()  # the answer tool was not called: the held text is the answer
+        return self.builder.text(held) if held else []
 
     def _stop(self, index: int) -> list[Event]:
         block = self.blocks.pop(index, None)
@@ -192,8 +195,8 @@ class ConverseTranslator:
             state = {"f": self.plan.family, "text": "".join(block.text), "signature": block.signature}
         if state is not None and self.plan.seal:
             events += builder.reasoning_signature(seal(PROTOCOL, state))
-        elif not block.text:
-            return []  # redacted thinking without include: nothing readable, no state asked for
+        elif not block.text or self.plan.hide:
+            return []  # nothing shown (redacted or hidden thinking), and no state asked for
         return events + builder.end_reasoning()
 
     # --- whole answers -------------------------------------------------------------------------
@@ -248,8 +251,13 @@ class ConverseTranslator:
         return events
 
     def result(self, incomplete: str | None) -> dict[str, Any]:
+        usage = self.usage
+        if usage is not None and self._reasoning_chars:
+            # Converse reports no reasoning count: estimated from the reasoning text.
+            details = {"reasoning_tokens": estimate_reasoning_tokens(self._reasoning_chars, usage["output_tokens"])}
+            usage = {**usage, "output_tokens_details": details}
         result: dict[str, Any] = {"status": "incomplete" if incomplete else "completed",
-                                  "output": self.builder.output, "usage": self.usage}
+                                  "output": self.builder.output, "usage": usage}
         if incomplete:
             result["incomplete_details"] = {"reason": incomplete}
         return result

@@ -1,8 +1,8 @@
 """Claude's request rules, shared by the Anthropic adapter and Claude models on Bedrock.
 
 The Anthropic Messages API and Bedrock Converse (`anthropic.claude-*` models) serve the same models
-with the same constraints on extended thinking, sampling, tool choice and cache breakpoints; only
-the wire field names differ. Each rule is decided here once and each adapter writes the decision in
+with the same constraints on extended thinking, sampling, tool choice, strict tools and cache
+breakpoints; only the wire field names differ. Each rule is decided here once and each adapter writes the decision in
 its own shape, so the two cannot drift apart (they had: xhigh thought with 24576 tokens on one and
 24000 on the other, and a forced structured-output tool turned thinking off on one and was relaxed
 to `auto` on the other). The JSON schema subset Claude accepts is in `claude_schema`.
@@ -10,6 +10,7 @@ to `auto` on the other). The JSON schema subset Claude accepts is in `claude_sch
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -117,3 +118,41 @@ def one_hour_prefix(ttls: Sequence[str | None]) -> int:
     hour: every breakpoint before the last 1h one is upgraded. 0 when there is no 1h one.
     """
     return max((i for i, ttl in enumerate(ttls) if ttl == "1h"), default=0)
+
+
+# Model ids of the Claude 1/2/3 generations ("claude-3-7-sonnet-...", "claude-instant-1.2").
+_LEGACY_NAMING = re.compile(r"claude-(?:instant|\d)")
+# Newer ids name the family first: "claude-sonnet-4-5", "claude-opus-4-1-20250805",
+# "claude-sonnet-4-20250514" (4.0: the date is no minor version), "claude-opus-4@20250514".
+_VERSIONED = re.compile(r"claude-[a-z]+-(\d+)(?:[-.](\d)(?!\d))?")
+
+
+def takes_strict_tools(model: str) -> bool:
+    """Whether this Claude model accepts `strict` on a tool (structured outputs' strict tool use).
+
+    Claude Opus 4.1, 4.5 and every later model do; Claude 3.x and Claude Sonnet 4 / Opus 4 (4.0)
+    refuse the whole request ("'claude-sonnet-4-20250514' does not support strict tools"). Ids
+    Sluice cannot place (newer families, ARNs) are taken to support it.
+    """
+    name = model.lower()
+    if _LEGACY_NAMING.search(name):
+        return False
+    found = _VERSIONED.search(name)
+    if found is None:
+        return True
+    return (int(found.group(1)), int(found.group(2) or 0)) >= (4, 1)
+
+
+def strict_tool(strict: object, model: str, option: object = None) -> bool:
+    """Whether a function tool goes to Claude with `strict: true`.
+
+    Only a tool the client marked `strict: true` does, and only on a model that takes it. The
+    Responses API treats an omitted `strict` as strict (OpenAI then rewrites the schema: every
+    property required, no additional properties), but on Claude strict mode is opt-in, refused by
+    older models and capped per request (strict tools and their optional parameters are limited),
+    so an omitted `strict` stays Claude's default, not strict. The provider option `strict_tools`:
+    false never sends it; true sends an explicit `strict: true` whatever the model.
+    """
+    if strict is not True or option is False:
+        return False
+    return option is True or takes_strict_tools(model)
