@@ -22,6 +22,7 @@ import msgspec
 
 from sluice.canonical.reasoning import unseal
 from sluice.canonical.request import CanonicalRequest
+from sluice.canonical.tools import ToolMap
 from sluice.errors import InvalidRequest
 from sluice.providers import claude_policy
 from sluice.providers.claude_policy import JSON_OBJECT_NOTE, OPENING_USER_TEXT, PAST_TOOL_NOTE
@@ -71,6 +72,7 @@ class Plan:
     seal: bool  # return reasoning state as encrypted_content
     summary: bool  # show reasoning text as summary_text (the client asked for reasoning.summary)
     json_tool: str | None = None  # structured output emulated with this forced tool
+    tools: ToolMap | None = None  # wire names of flattened namespace / custom tools
 
 
 def model_family(model: str) -> str:
