@@ -190,6 +190,11 @@ def test_hosted_tool_without_equivalent_is_dropped_and_named_in_a_header(gateway
         assert resp.status_code == 200, resp.text
         assert resp.headers["x-sluice-dropped-tools"] == "web_search, file_search"
         assert [t["function"]["name"] for t in upstream.requests[-1].json["tools"]] == ["f"]
+    # Tool types come from the client: only token characters reach the header.
+    upstream.enqueue(answer)
+    resp = post(gateway, {"model": "chat", "input": "hi", "tools": [{"type": "evil\r\nset-cookie: a=b"}]})
+    assert resp.status_code == 200 and resp.headers["x-sluice-dropped-tools"] == "evilset-cookie:ab"
+    assert "set-cookie" not in resp.headers
     # Nothing dropped: no header.
     upstream.enqueue(answer)
     resp = post(gateway, {"model": "chat", "input": "hi", "tools": [{"type": "function", "name": "f"}]})

@@ -7,6 +7,8 @@ import re
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sluice.canonical.request import parse_request
 from sluice.canonical.tools import ToolMap, ToolTarget, flatten
@@ -191,3 +193,24 @@ def test_malformed_tool_items_are_400(item: dict[str, Any], param: str) -> None:
     with pytest.raises(InvalidRequest) as info:
         parsed(input=[item])
     assert info.value.param == param
+
+
+names = st.text(alphabet=st.sampled_from("ab_-.:é Z9"), min_size=1, max_size=80)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.one_of(st.none(), names), names, st.booleans()), min_size=1, max_size=8))
+def test_wire_names_are_valid_unique_and_reversible(declared: list[tuple[str | None, str, bool]]) -> None:
+    tools = ToolMap()
+    wires = {}
+    for namespace, name, custom in declared:
+        wire = tools.wire(name, namespace, custom=custom)
+        assert WIRE.match(wire), wire
+        wires.setdefault((namespace, name), (wire, custom))
+    assert len({wire for wire, _ in wires.values()}) == len(wires)
+    for (namespace, name), (wire, custom) in wires.items():
+        target = tools.lookup(wire)
+        if target is None:
+            assert (namespace, name, custom) == (None, wire, False)
+        else:
+            assert target == ToolTarget(name, namespace, custom)

@@ -93,6 +93,10 @@ class GeminiAdapter(Adapter):
                                           self.name)
 
     def body(self, parsed: CanonicalRequest, model: str) -> bytes:
+        return self._body(self.tools(parsed).request, model)
+
+    def _body(self, parsed: CanonicalRequest, model: str) -> bytes:
+        """The body of a request whose tools are flattened already (`self.tools`)."""
         return _encode(build_body(parsed, model, self.name, self.config.options, self.prefix))
 
     # --- non-streaming -----------------------------------------------------------------------
@@ -100,7 +104,7 @@ class GeminiAdapter(Adapter):
     async def create(self, parsed: CanonicalRequest, model: str) -> dict[str, Any]:
         flat = self.tools(parsed)
         parsed = flat.request
-        data = await self.post_json(self.url(model, False), self.body(parsed, model), self._headers)
+        data = await self.post_json(self.url(model, False), self._body(parsed, model), self._headers)
         self._check_answer(data)
         translator = GeminiTranslator(parsed, model, flat.tools)
         # A JSON array is the non-SSE stream shape; some proxies answer generateContent with it.
@@ -119,7 +123,7 @@ class GeminiAdapter(Adapter):
     async def stream(self, parsed: CanonicalRequest, model: str) -> AsyncIterator[list[Event]]:
         flat = self.tools(parsed)
         parsed = flat.request
-        resp = await self.post_stream(self.url(model, True), self.body(parsed, model), self._headers)
+        resp = await self.post_stream(self.url(model, True), self._body(parsed, model), self._headers)
         try:
             translator = GeminiTranslator(parsed, model, flat.tools)
             if "event-stream" not in resp.headers.get("content-type", "text/event-stream"):
