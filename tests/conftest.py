@@ -33,6 +33,11 @@ providers:
     type: openai-chat
     base_url: {upstream}/v1
     api_key: sk-upstream-secret-chat-0000
+  replay-chat-strict:
+    type: openai-chat
+    base_url: {upstream}/v1
+    api_key: sk-upstream-secret-chat-0000
+    unsupported_tools: refuse
   dead:
     type: openai-chat
     base_url: http://127.0.0.1:{dead_port}/v1
@@ -54,6 +59,10 @@ models:
       - provider: replay-chat
         model: gpt-4o-2024-08-06
         price: {{input: 2.5, cached_input: 1.25, output: 10.0}}
+  chat-strict:
+    routes:
+      - provider: replay-chat-strict
+        model: gpt-4o-2024-08-06
   failover-model:
     routes:
       - provider: dead

@@ -171,9 +171,34 @@ def test_capability_mismatch_is_400_naming_the_field(gateway: RunningGateway, up
     body = {"model": "text-only", "input": [{"role": "user", "content": [
         {"type": "input_image", "image_url": "https://example.com/a.png"}]}]}
     assert_error(post(gateway, body), 400, "input")
-    body = {"model": "chat", "input": "hi", "tools": [{"type": "web_search"}]}
+    # A hosted tool the protocol has no equivalent for, on a provider configured to refuse it.
+    body = {"model": "chat-strict", "input": "hi", "tools": [{"type": "web_search"}]}
     assert_error(post(gateway, body), 400, "tools[0].type")
     assert upstream.requests == []
+
+
+def test_hosted_tool_without_equivalent_is_dropped_and_named_in_a_header(gateway: RunningGateway,
+                                                                        upstream: ReplayServer) -> None:
+    # The default (`unsupported_tools: drop`): the request goes without the tool, the answer says so.
+    answer = load(FIX / "openai-chat/vercel-ai/openai-text.json")[0]
+    streamed = load(FIX / "openai-chat/vercel-ai/openai-text.chunks.txt")[0]
+    tools = [{"type": "web_search", "external_web_access": False}, {"type": "function", "name": "f"},
+             {"type": "file_search", "vector_store_ids": ["vs_1"]}, {"type": "web_search"}]
+    for stream in (False, True):
+        upstream.enqueue(streamed if stream else answer)
+        resp = post(gateway, {"model": "chat", "input": "hi", "tools": tools, "stream": stream})
+        assert resp.status_code == 200, resp.text
+        assert resp.headers["x-sluice-dropped-tools"] == "web_search, file_search"
+        assert [t["function"]["name"] for t in upstream.requests[-1].json["tools"]] == ["f"]
+    # Tool types come from the client: only token characters reach the header.
+    upstream.enqueue(answer)
+    resp = post(gateway, {"model": "chat", "input": "hi", "tools": [{"type": "evil\r\nset-cookie: a=b"}]})
+    assert resp.status_code == 200 and resp.headers["x-sluice-dropped-tools"] == "evilset-cookie:ab"
+    assert "set-cookie" not in resp.headers
+    # Nothing dropped: no header.
+    upstream.enqueue(answer)
+    resp = post(gateway, {"model": "chat", "input": "hi", "tools": [{"type": "function", "name": "f"}]})
+    assert resp.status_code == 200 and "x-sluice-dropped-tools" not in resp.headers
 
 
 def test_previous_response_id_unknown_is_404(client: openai.OpenAI) -> None:
@@ -246,9 +271,9 @@ def test_upstream_5xx_then_fallback_model(client: openai.OpenAI, upstream: Repla
 
 
 def test_route_that_cannot_carry_the_request_is_skipped(client: openai.OpenAI, upstream: ReplayServer) -> None:
-    # `web_search` is refused by the chat route, so the fallback model's Responses route serves it.
+    # `web_search` is refused by the strict chat route, so the fallback model's Responses route serves it.
     upstream.enqueue(load(FIX / "openai-responses/simonw-llm/test_responses_basic_non_streaming.yaml")[0])
-    response = client.responses.create(model="chat", input="hi", tools=[{"type": "web_search"}],
+    response = client.responses.create(model="chat-strict", input="hi", tools=[{"type": "web_search"}],
                                        extra_body={"routing": {"model": {"fallbacks": ["gpt-5.2"]}}})
     assert response.model == "replay-openai/gpt-5.2"
     assert [r.path for r in upstream.requests] == ["/v1/responses"]

@@ -29,12 +29,14 @@ KEYS = ["type", "role", "content", "text", "name", "arguments", "call_id", "outp
         "encrypted_content", "image_url", "file_data", "file_id", "file_url", "filename", "detail", "parameters",
         "description", "strict", "properties", "items", "required", "filters", "allowed_domains",
         "user_location", "cache_control", "ttl", "tools", "mode", "schema", "format", "anyOf", "enum", "refusal",
-        "annotations", "is_error", "input", "container", "city", "effort"]
+        "annotations", "is_error", "input", "container", "city", "effort", "namespace", "external_web_access",
+        "syntax", "definition"]
 WORDS = ["function", "message", "user", "assistant", "system", "developer", "auto", "none", "required",
          "input_text", "output_text", "input_image", "input_file", "refusal", "summary_text", "reasoning_text",
          "function_call", "function_call_output", "reasoning", "item_reference", "web_search", "custom",
          "code_interpreter", "allowed_tools", "json_schema", "json_object", "object", "string", "array",
-         "ephemeral", "5m", "1h", "high", "low", "data:image/png;base64,iVBORw0KGgo=", '{"a": 1}', "{", ""]
+         "ephemeral", "5m", "1h", "high", "low", "data:image/png;base64,iVBORw0KGgo=", '{"a": 1}', "{", "",
+         "namespace", "custom_tool_call", "custom_tool_call_output", "grammar", "lark", "tool_search"]
 
 leaf = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.floats(-2, 3, allow_nan=False),
                  st.text(max_size=4), st.sampled_from(WORDS))
@@ -60,7 +62,12 @@ message = st.fixed_dictionaries({"role": st.one_of(st.sampled_from(["user", "ass
 item = st.one_of(
     message,
     typed(["function_call"], call_id=st.one_of(st.just("call_1"), value), name=st.one_of(st.just("f"), value),
-          arguments=st.one_of(st.just('{"a": 1}'), value), id=None, status=None, cache_control=None),
+          arguments=st.one_of(st.just('{"a": 1}'), value), id=None, status=None, cache_control=None,
+          namespace=st.one_of(st.sampled_from(["ns", "a" * 70]), value)),
+    typed(["custom_tool_call"], call_id=st.one_of(st.just("call_1"), value), name=st.one_of(st.just("c"), value),
+          input=st.one_of(st.text(max_size=5), value), namespace=st.one_of(st.just("ns"), value), id=None),
+    typed(["custom_tool_call_output"], call_id=st.one_of(st.just("call_1"), value),
+          output=st.one_of(st.text(max_size=5), st.lists(part, max_size=2), value)),
     typed(["function_call_output"], call_id=st.one_of(st.just("call_1"), value),
           output=st.one_of(st.text(max_size=5), st.lists(part, max_size=2), value), is_error=None),
     typed(["reasoning"], id=None, summary=st.one_of(st.lists(part, max_size=2), value), encrypted_content=None,
@@ -70,14 +77,19 @@ item = st.one_of(
 schema = st.one_of(value, st.fixed_dictionaries({"type": st.just("object")}, optional={
     "properties": st.dictionaries(st.sampled_from(["a", "b"]), value, max_size=2), "required": value,
     "additionalProperties": value, "description": value, "anyOf": value}))
+inner_tool = typed(["function", "custom", "x"], name=st.one_of(st.sampled_from(["f", "c", "x" * 70]), value),
+                   description=None, parameters=schema, format=None, cache_control=None)
 tool = typed(["function", "web_search", "web_search_preview", "custom", "code_interpreter", "file_search", "mcp",
-              "namespace", "x"],
-             name=st.one_of(st.sampled_from(["f", "g", "bad name"]), value), description=None, parameters=schema,
-             strict=None, filters=None, user_location=None, cache_control=None, format=None, container=None,
-             search_context_size=None, tools=None)
+              "namespace", "tool_search", "x"],
+             name=st.one_of(st.sampled_from(["f", "g", "c", "ns", "bad name"]), value), description=None,
+             parameters=schema, strict=None, filters=None, user_location=None, cache_control=None, format=None,
+             container=None, search_context_size=None, external_web_access=None,
+             tools=st.one_of(st.lists(inner_tool, min_size=1, max_size=2), value))
 tool_choice = st.one_of(st.sampled_from(["auto", "none", "required", "x"]),
                         typed(["function", "allowed_tools", "web_search", "custom", "x"], name=None, mode=None,
-                              tools=st.one_of(st.lists(typed(["function", "x"], name=None), max_size=2), value)))
+                              namespace=None,
+                              tools=st.one_of(st.lists(typed(["function", "custom", "namespace", "web_search", "x"],
+                                                             name=None, namespace=None), max_size=2), value)))
 text_config = st.fixed_dictionaries({}, optional={
     "format": typed(["text", "json_object", "json_schema", "x"], name=st.one_of(st.just("out"), value),
                     schema=schema, strict=None),

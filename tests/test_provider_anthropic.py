@@ -405,8 +405,12 @@ def test_prompt_cache_usage_and_cost(client: openai.OpenAI, upstream: ReplayServ
         "cache_read_input_tokens"]
     assert final.usage.input_tokens_details.cached_tokens == usage["cache_read_input_tokens"]
     assert final.usage.input_tokens_details.model_extra["cached_tokens_created"] == usage["cache_creation_input_tokens"]
-    # Server-tool blocks (code execution) are skipped; the answer's text comes through.
-    assert [item.type for item in final.output] == ["message"]
+    # Code execution (bash here) comes back as code_interpreter_call items, then the answer's text.
+    assert [item.type for item in final.output] == ["code_interpreter_call", "code_interpreter_call", "message"]
+    first, second = final.output[0], final.output[1]
+    assert first.status == "completed" and first.container_id == "anthropic"
+    assert first.outputs[0].logs.startswith("1: 1\n2: 4\n")
+    assert second.outputs[0].logs == "Sum: 650\n"
     assert "650" in final.output_text
 
 
@@ -861,7 +865,6 @@ def test_overloaded_at_stream_start_is_an_upstream_error(client: openai.OpenAI, 
 
 
 @pytest.mark.parametrize(("req", "param"), [
-    ({"tools": [{"type": "file_search", "vector_store_ids": ["vs_1"]}]}, "tools[0].type"),
     ({"top_logprobs": 2}, "top_logprobs"),
     ({"include": ["message.output_text.logprobs"]}, "include"),
     ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input[0]"),

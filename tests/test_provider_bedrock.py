@@ -1142,7 +1142,6 @@ def test_guardrail_intervened(bclient: openai.OpenAI, upstream: ReplayServer) ->
 @pytest.mark.parametrize(
     ("request_", "param"),
     [
-        ({"tools": [{"type": "web_search"}]}, "tools[0].type"),
         ({"tool_choice": {"type": "web_search_preview"}, "tools": [WEATHER_TOOL]}, "tool_choice"),
         ({"top_logprobs": 3}, "top_logprobs"),
         ({"include": ["message.output_text.logprobs"]}, "include"),

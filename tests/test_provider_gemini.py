@@ -1038,7 +1038,6 @@ def test_openapi_schema_mode_rejects_what_it_cannot_say(gclient: openai.OpenAI, 
 
 
 @pytest.mark.parametrize(("kwargs", "param"), [
-    ({"tools": [{"type": "file_search", "vector_store_ids": ["vs_1"]}]}, "tools[0].type"),
     ({"tools": [{"type": "web_search", "filters": {"allowed_domains": ["a.com"]}}]},
      "tools[0].filters.allowed_domains"),
     ({"tools": [{"type": "web_search"}], "tool_choice": {"type": "web_search"}}, "tool_choice"),

@@ -18,6 +18,7 @@ from openai.types.responses import ResponseStreamEvent
 from pydantic import TypeAdapter
 
 from sluice.canonical.stream import ResponseEventBuilder
+from sluice.canonical.tools import ToolMap
 
 Event = dict[str, Any]
 
@@ -32,6 +33,7 @@ _DELTAS = {
     "response.reasoning_text.delta": ("content_index", "response.reasoning_text.done", "text"),
     "response.reasoning_summary_text.delta": ("summary_index", "response.reasoning_summary_text.done", "text"),
     "response.function_call_arguments.delta": (None, "response.function_call_arguments.done", "arguments"),
+    "response.custom_tool_call_input.delta": (None, "response.custom_tool_call_input.done", "input"),
 }
 
 
@@ -39,8 +41,8 @@ class Stream:
     """A builder whose events are recorded as a client receives them: each batch serialized when
     it is returned, so a later change to the builder's state cannot rewrite what was sent."""
 
-    def __init__(self) -> None:
-        self.builder = ResponseEventBuilder()
+    def __init__(self, tools: ToolMap | None = None) -> None:
+        self.builder = ResponseEventBuilder(tools)
         self.events: list[Event] = []
 
     @property
@@ -292,4 +294,90 @@ def test_finish_closes_once() -> None:
     assert [e["type"] for e in closing] == ["response.output_text.done", "response.content_part.done",
                                             "response.output_item.done"]
     assert s.finish() == []
+    check(s)
+
+
+# --- custom tool calls and namespaced function calls ------------------------------------------------
+
+
+def test_native_custom_tool_call_streams_its_input() -> None:
+    # A protocol with custom tools (Chat Completions): the input arrives as it is.
+    s = Stream()
+    s.text("Patching.")
+    s.custom_tool_call_start(0, "call_p", "apply_patch")
+    s.custom_tool_call_input(0, "*** Begin Patch\n")
+    s.custom_tool_call_input(0, "*** End Patch")
+    s.finish()
+    assert trace(s.events)[6:] == [
+        ("output_item.added", 1, None),
+        ("custom_tool_call_input.delta", 1, None), ("custom_tool_call_input.delta", 1, None),
+        ("custom_tool_call_input.done", 1, None), ("output_item.done", 1, None),
+    ]
+    call = s.output[1]
+    assert call["type"] == "custom_tool_call" and call["id"].startswith("ctc_")
+    assert (call["call_id"], call["name"], call["input"], call["status"]) == (
+        "call_p", "apply_patch", "*** Begin Patch\n*** End Patch", "completed")
+    assert "namespace" not in call
+    check(s)
+
+
+def test_flattened_custom_tool_call_is_given_back_as_a_custom_tool_call() -> None:
+    # The provider called the function standing in for the custom tool: its JSON arguments'
+    # `input` string is decoded as it streams (escapes split across pieces included).
+    tools = ToolMap()
+    wire = tools.wire("apply_patch", custom=True)
+    patch = '*** Begin Patch\n*** Add File: a.py\n+print("h\u00e9llo")\t\\ \U0001f600\n*** End Patch'
+    arguments = json.dumps({"input": patch})
+    s = Stream(tools)
+    s.tool_call_start("k", "toolu_1", wire)
+    for i in range(0, len(arguments), 3):
+        s.tool_call_arguments("k", arguments[i:i + 3])
+    s.end_tool_call("k")
+    call = s.output[0]
+    assert call["type"] == "custom_tool_call" and call["name"] == "apply_patch" and call["input"] == patch
+    deltas = [e["delta"] for e in s.events if e["type"] == "response.custom_tool_call_input.delta"]
+    assert len(deltas) > 10 and "".join(deltas) == patch  # streamed, not held to the end
+    assert not any(e["type"].startswith("response.function_call") for e in s.events)
+    check(s)
+
+
+def test_flattened_custom_tool_call_with_unexpected_arguments() -> None:
+    tools = ToolMap()
+    wire = tools.wire("run", "shell", custom=True)
+    s = Stream(tools)
+    s.tool_call_start(0, "c1", wire)
+    s.tool_call_arguments(0, '{"script": "ls -la"}')  # another key: its only string is the input
+    s.tool_call_start(1, "c2", wire)
+    s.tool_call_arguments(1, "not json")  # not an object at all: taken as the input
+    s.finish()
+    assert [(c["name"], c["namespace"], c["input"]) for c in s.output] == [("run", "shell", "ls -la"),
+                                                                            ("run", "shell", "not json")]
+    check(s)
+
+
+def test_namespaced_function_call_carries_its_namespace() -> None:
+    tools = ToolMap()
+    wire = tools.wire("spawn_agent", "multi_agent_v1")
+    assert wire == "multi_agent_v1__spawn_agent"
+    s = Stream(tools)
+    s.tool_call_start(0, "call_1", wire)
+    s.tool_call_arguments(0, '{"task": "x"}')
+    s.tool_call_start(1, "call_2", "plain_function")  # not flattened: as it is
+    s.finish()
+    first, second = s.output
+    assert (first["name"], first["namespace"], first["arguments"]) == ("spawn_agent", "multi_agent_v1", '{"task": "x"}')
+    assert second["name"] == "plain_function" and "namespace" not in second
+    done = [e for e in s.events if e["type"] == "response.function_call_arguments.done"]
+    assert [e["name"] for e in done] == ["spawn_agent", "plain_function"]
+    check(s)
+
+
+def test_custom_tool_call_cut_short_is_incomplete() -> None:
+    tools = ToolMap()
+    s = Stream(tools)
+    s.tool_call_start(0, "c", tools.wire("apply_patch", custom=True))
+    s.tool_call_arguments(0, '{"input": "*** Begin Pa')
+    s.finish(incomplete=True)
+    call = s.output[0]
+    assert (call["status"], call["input"]) == ("incomplete", "*** Begin Pa")
     check(s)

@@ -82,6 +82,10 @@ class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True):
     connect_timeout: float = 10.0
     options: dict[str, Any] = {}
     aliases: list[str] = []
+    # A hosted tool (web_search, file_search, ...) this provider's protocol has no equivalent for:
+    # left out of the upstream request and named in the `x-sluice-dropped-tools` response header
+    # ("drop", so that agents that always send such tools work unchanged), or a 400 ("refuse").
+    unsupported_tools: Literal["drop", "refuse"] = "drop"
     # An upstream is untrusted (docs/security.md): the most read of one whole (non-streaming)
     # answer, and of one stream event (SSE event or Bedrock eventstream frame) still being received.
     max_response_bytes: PositiveInt = DEFAULT_MAX_RESPONSE_BYTES

@@ -7,9 +7,10 @@ field, never a crash while a translator builds an upstream body.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
+from msgspec import Meta
 
 from sluice.errors import InvalidRequest
 
@@ -52,8 +53,16 @@ class _CustomTool(msgspec.Struct):
     format: dict[str, Any] | None = None
 
 
+class _NamespaceTool(msgspec.Struct):
+    name: Annotated[str, Meta(min_length=1)]
+    tools: Annotated[list[dict[str, Any]], Meta(min_length=1)]
+    description: str | None = None
+    cache_control: _CacheControl | None = None
+
+
 class _CodeInterpreterTool(msgspec.Struct):
     container: str | dict[str, Any] | None = None
+    cache_control: _CacheControl | None = None
 
 
 class _ToolRef(msgspec.Struct):
@@ -73,6 +82,8 @@ def _tool_shape(kind: str) -> type[msgspec.Struct] | None:
         return _WebSearchTool
     if kind == "custom":
         return _CustomTool
+    if kind == "namespace":
+        return _NamespaceTool
     if kind == "code_interpreter":
         return _CodeInterpreterTool
     return None  # other hosted tools: only OpenAI carries them, untouched
@@ -80,12 +91,22 @@ def _tool_shape(kind: str) -> type[msgspec.Struct] | None:
 
 def check_tools(tools: list[dict[str, Any]]) -> None:
     for i, tool in enumerate(tools):
-        shape = _tool_shape(tool["type"])
-        if shape is not None:
-            _convert(tool, shape, f"tools[{i}]")
-        parameters = tool.get("parameters")
-        if isinstance(parameters, dict):
-            check_schema(parameters, f"tools[{i}].parameters")
+        _check_tool(tool, f"tools[{i}]")
+        if tool["type"] == "namespace":
+            for j, inner in enumerate(tool["tools"]):
+                where = f"tools[{i}].tools[{j}]"
+                if not isinstance(inner, dict) or inner.get("type") not in ("function", "custom"):
+                    raise _invalid(f"{where}.type", "a namespace holds function and custom tools")
+                _check_tool(inner, where)
+
+
+def _check_tool(tool: dict[str, Any], where: str) -> None:
+    shape = _tool_shape(tool["type"])
+    if shape is not None:
+        _convert(tool, shape, where)
+    parameters = tool.get("parameters")
+    if isinstance(parameters, dict):
+        check_schema(parameters, f"{where}.parameters")
 
 
 def check_tool_choice(choice: dict[str, Any]) -> None:

@@ -233,7 +233,11 @@ def normalize_input(value: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         if kind == "function_call":
             _require_str(item, ("call_id", "name", "arguments"), where)
-        elif kind == "function_call_output":
+            _optional_str(item, "namespace", where)
+        elif kind == "custom_tool_call":
+            _require_str(item, ("call_id", "name", "input"), where)
+            _optional_str(item, "namespace", where)
+        elif kind in ("function_call_output", "custom_tool_call_output"):
             _require_str(item, ("call_id",), where)
             output = item.get("output")
             if not isinstance(output, (str, list)):
@@ -302,6 +306,11 @@ def _check_part(part: Any, where: str) -> None:
         raise _fail(where, f"Invalid '{where}': an input_file needs 'file_data', 'file_id' or 'file_url'.")
 
 
+def _optional_str(obj: dict[str, Any], field: str, where: str) -> None:
+    if field in obj and not isinstance(obj[field], str):
+        raise _fail(f"{where}.{field}", f"Invalid type for '{where}.{field}': expected a string.", "invalid_type")
+
+
 def _require_str(obj: dict[str, Any], fields: tuple[str, ...], where: str) -> None:
     for field in fields:
         value = obj.get(field)
@@ -315,6 +324,18 @@ def _require_str(obj: dict[str, Any], fields: tuple[str, ...], where: str) -> No
 # --- the rest of the request ------------------------------------------------------------------
 
 
+def _check_tool_name(tool: dict[str, Any], where: str, kind: str) -> None:
+    name = tool.get("name")
+    if not isinstance(name, str):
+        raise _fail(f"{where}.name", f"Missing required parameter: '{where}.name'.", "missing_required_parameter")
+    if not _TOOL_NAME.match(name):
+        raise _fail(f"{where}.name", f"Invalid '{where}.name': {name!r} must match ^[a-zA-Z0-9_-]{{1,128}}$.")
+    params = tool.get("parameters")
+    if kind == "function" and params is not None and not isinstance(params, dict):
+        raise _fail(f"{where}.parameters", f"Invalid type for '{where}.parameters': expected an object (a JSON "
+                    "schema).", "invalid_type")
+
+
 def _check_request(req: ResponsesRequest) -> None:
     if req.previous_response_id is not None and req.conversation is not None:
         raise _fail("previous_response_id", "'previous_response_id' cannot be used together with 'conversation'.")
@@ -323,18 +344,20 @@ def _check_request(req: ResponsesRequest) -> None:
         if not isinstance(kind, str):
             raise _fail(f"tools[{i}].type", f"Missing required parameter: 'tools[{i}].type'.",
                         "missing_required_parameter")
-        if kind == "function":
-            name = tool.get("name")
-            if not isinstance(name, str):
-                raise _fail(f"tools[{i}].name", f"Missing required parameter: 'tools[{i}].name'.",
-                            "missing_required_parameter")
-            if not _TOOL_NAME.match(name):
-                raise _fail(f"tools[{i}].name", f"Invalid 'tools[{i}].name': {name!r} must match "
-                            "^[a-zA-Z0-9_-]{1,128}$.")
-            params = tool.get("parameters")
-            if params is not None and not isinstance(params, dict):
-                raise _fail(f"tools[{i}].parameters", f"Invalid type for 'tools[{i}].parameters': expected an "
-                            "object (a JSON schema).", "invalid_type")
+        if kind in ("function", "custom"):
+            _check_tool_name(tool, f"tools[{i}]", kind)
+        elif kind == "namespace":
+            _require_str(tool, ("name",), f"tools[{i}]")
+            inner_tools = tool.get("tools")
+            if not isinstance(inner_tools, list) or not inner_tools:
+                raise _fail(f"tools[{i}].tools", f"Invalid value for 'tools[{i}].tools': a namespace needs a "
+                            "non-empty list of function and custom tools.")
+            for j, inner in enumerate(inner_tools):
+                inner_kind = inner.get("type") if isinstance(inner, dict) else None
+                if inner_kind not in ("function", "custom"):
+                    raise _fail(f"tools[{i}].tools[{j}].type", f"Invalid value for 'tools[{i}].tools[{j}].type': "
+                                "a namespace holds function and custom tools.")
+                _check_tool_name(inner, f"tools[{i}].tools[{j}]", inner_kind)
     if req.tools:
         check_tools(req.tools)
     choice = req.tool_choice
@@ -345,9 +368,9 @@ def _check_request(req: ResponsesRequest) -> None:
         if not isinstance(choice.get("type"), str):
             raise _fail("tool_choice.type", "Missing required parameter: 'tool_choice.type'.",
                         "missing_required_parameter")
-        if choice["type"] == "function" and not isinstance(choice.get("name"), str):
-            raise _fail("tool_choice.name", "Missing required parameter: 'tool_choice.name'.",
-                        "missing_required_parameter")
+        if choice["type"] in ("function", "custom"):
+            _require_str(choice, ("name",), "tool_choice")
+            _optional_str(choice, "namespace", "tool_choice")
         check_tool_choice(choice)
         _check_choice_names(choice, req.tools or [])
     fmt = req.text.format if req.text else None

@@ -13,9 +13,15 @@ HTTP surface numbers everything it sends.
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from sluice.canonical.ids import new_id
+
+if TYPE_CHECKING:
+    from sluice.canonical.tools import ToolMap
 
 Event = dict[str, Any]
 
@@ -41,21 +47,26 @@ class _Reasoning:
 
 
 class _Call:
-    __slots__ = ("index", "item")
+    __slots__ = ("index", "input", "item")
 
-    def __init__(self, item: dict[str, Any], index: int) -> None:
+    def __init__(self, item: dict[str, Any], index: int, input: _InputField | None = None) -> None:
         self.item = item
         self.index = index
+        # A custom tool call that arrives as a function call's JSON arguments (`{"input": ...}`).
+        self.input = input
 
 
 class ResponseEventBuilder:
     """Accumulates the response output while producing its stream events."""
 
-    def __init__(self) -> None:
+    def __init__(self, tools: ToolMap | None = None) -> None:
         self.output: list[dict[str, Any]] = []
         self._message: _Message | None = None
         self._reasoning: _Reasoning | None = None
         self._calls: dict[Any, _Call] = {}
+        # Wire names of flattened tools (canonical/tools.py): calls to them are given back as the
+        # client declared them, namespaced function calls and custom tool calls.
+        self._tools = tools
 
     # --- end -------------------------------------------------------------------------------
 
@@ -267,10 +278,22 @@ class ResponseEventBuilder:
     # --- function calls ----------------------------------------------------------------------
 
     def tool_call_start(self, key: Any, call_id: str, name: str) -> list[Event]:
-        """Open a function_call item; `key` tells parallel calls apart (e.g. the chat `index`)."""
+        """Open a function_call item; `key` tells parallel calls apart (e.g. the chat `index`).
+
+        `name` is the name on the wire: a flattened tool's call becomes the item the client
+        declared, a function_call with its `namespace` or a custom_tool_call whose `input` is read
+        from the arguments (`{"input": ...}`) as they arrive.
+        """
+        target = self._tools.lookup(name) if self._tools is not None else None
+        if target is not None and target.custom:
+            return self._open_custom(key, call_id, target.name, target.namespace, _InputField())
         events = self._close_others(keep="call")
-        item = {"id": new_id("fc"), "type": "function_call", "status": "in_progress", "call_id": call_id,
-                "name": name, "arguments": ""}
+        item: dict[str, Any] = {"id": new_id("fc"), "type": "function_call", "status": "in_progress",
+                                "call_id": call_id, "name": name, "arguments": ""}
+        if target is not None:
+            item["name"] = target.name
+            if target.namespace is not None:
+                item["namespace"] = target.namespace
         call = _Call(item, len(self.output))
         self._calls[key] = call
         self.output.append(item)
@@ -281,8 +304,51 @@ class ResponseEventBuilder:
         call = self._calls.get(key)
         if call is None or not delta:
             return []
+        if call.item["type"] == "custom_tool_call":
+            if call.input is None:
+                return self.custom_tool_call_input(key, delta)
+            return self._input_delta(call, call.input.feed(delta))
         call.item["arguments"] += delta
         return [{"type": "response.function_call_arguments.delta", "item_id": call.item["id"],
+                 "output_index": call.index, "delta": delta}]
+
+    def custom_tool_call_start(self, key: Any, call_id: str, name: str, namespace: str | None = None
+                               ) -> list[Event]:
+        """Open a custom_tool_call item (a protocol with native custom tools); `input` follows.
+
+        `name` is the name on the wire: a namespaced custom tool's is given back as the client declared it.
+        """
+        target = self._tools.lookup(name) if self._tools is not None else None
+        if target is not None:
+            name, namespace = target.name, target.namespace
+        return self._open_custom(key, call_id, name, namespace, None)
+
+    def custom_tool_call_input(self, key: Any, delta: str) -> list[Event]:
+        """A piece of a custom tool call's input, as the model wrote it."""
+        call = self._calls.get(key)
+        if call is None or call.item["type"] != "custom_tool_call" or call.input is not None:
+            return []
+        return self._input_delta(call, delta)
+
+    def _open_custom(self, key: Any, call_id: str, name: str, namespace: str | None,
+                     field: _InputField | None) -> list[Event]:
+        events = self._close_others(keep="call")
+        item: dict[str, Any] = {"id": new_id("ctc"), "type": "custom_tool_call", "status": "in_progress",
+                                "call_id": call_id, "name": name, "input": ""}
+        if namespace is not None:
+            item["namespace"] = namespace
+        call = _Call(item, len(self.output), field)
+        self._calls[key] = call
+        self.output.append(item)
+        events.append({"type": "response.output_item.added", "output_index": call.index, "item": dict(item)})
+        return events
+
+    @staticmethod
+    def _input_delta(call: _Call, delta: str) -> list[Event]:
+        if not delta:
+            return []
+        call.item["input"] += delta
+        return [{"type": "response.custom_tool_call_input.delta", "item_id": call.item["id"],
                  "output_index": call.index, "delta": delta}]
 
     def has_call(self, key: Any) -> bool:
@@ -293,8 +359,20 @@ class ResponseEventBuilder:
 
     def _close_call(self, key: Any, status: str = "completed") -> list[Event]:
         call = self._calls.pop(key)
-        call.item["status"] = status
         item = call.item
+        if item["type"] == "custom_tool_call":
+            events: list[Event] = []
+            if call.input is not None:
+                whole = call.input.value()
+                if whole.startswith(item["input"]):
+                    events += self._input_delta(call, whole[len(item["input"]):])
+                item["input"] = whole
+            item["status"] = status
+            return [*events,
+                    {"type": "response.custom_tool_call_input.done", "item_id": item["id"],
+                     "output_index": call.index, "input": item["input"]},
+                    {"type": "response.output_item.done", "output_index": call.index, "item": item}]
+        item["status"] = status
         return [{"type": "response.function_call_arguments.done", "item_id": item["id"], "output_index": call.index,
                  "name": item["name"], "arguments": item["arguments"]},
                 {"type": "response.output_item.done", "output_index": call.index, "item": item}]
@@ -321,3 +399,94 @@ class ResponseEventBuilder:
             for key in list(self._calls):
                 events += self._close_call(key)
         return events
+
+
+_INPUT_KEY = re.compile(r'"input"\s*:\s*"')
+_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+
+
+class _InputField:
+    """The string `input` of JSON arguments received piece by piece, decoded as far as it has come.
+
+    A custom tool flattened into a function (canonical/tools.py) is called with arguments
+    `{"input": "..."}`; the client expects the input itself, streamed. `feed` returns the newly
+    decoded characters (an escape split across pieces waits for its end); `value` the whole input
+    once the arguments are complete.
+    """
+
+    __slots__ = ("_done", "_pos", "_raw", "_text")
+
+    def __init__(self) -> None:
+        self._raw = ""
+        self._pos = -1  # where the string's next undecoded character is; -1 before it starts
+        self._done = False
+        self._text: list[str] = []
+
+    def feed(self, piece: str) -> str:
+        self._raw += piece
+        if self._done:
+            return ""
+        raw = self._raw
+        if self._pos < 0:
+            match = _INPUT_KEY.search(raw)
+            if match is None:
+                return ""
+            self._pos = match.end()
+        out: list[str] = []
+        i, end = self._pos, len(raw)
+        while i < end:
+            char = raw[i]
+            if char == '"':
+                self._done = True
+                i += 1
+                break
+            if char != "\\":
+                out.append(char)
+                i += 1
+                continue
+            if i + 1 >= end:
+                break
+            escape = raw[i + 1]
+            if escape != "u":
+                out.append(_ESCAPES.get(escape, escape))
+                i += 2
+                continue
+            if i + 6 > end:
+                break
+            try:
+                code = int(raw[i + 2:i + 6], 16)
+            except ValueError:
+                self._done = True  # not JSON after all: `value` sorts it out
+                break
+            if 0xD800 <= code < 0xDC00:  # a high surrogate: the pair makes one character
+                if i + 12 > end:
+                    break
+                try:
+                    low = int(raw[i + 8:i + 12], 16) if raw[i + 6:i + 8] == "\\u" else -1
+                except ValueError:
+                    low = -1
+                if 0xDC00 <= low < 0xE000:
+                    out.append(chr(0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)))
+                    i += 12
+                    continue
+            out.append(chr(code))
+            i += 6
+        self._pos = i
+        text = "".join(out)
+        self._text.append(text)
+        return text
+
+    def value(self) -> str:
+        """The whole input: `input` of the arguments object (or its only string value); arguments
+        that are not such an object are taken as the input itself."""
+        try:
+            args = msgspec.json.decode(self._raw)
+        except msgspec.DecodeError:
+            return "".join(self._text) if self._pos >= 0 else self._raw
+        if isinstance(args, dict):
+            if isinstance(args.get("input"), str):
+                return args["input"]
+            strings = [value for value in args.values() if isinstance(value, str)]
+            if len(strings) == 1:
+                return strings[0]
+        return args if isinstance(args, str) else self._raw

@@ -21,6 +21,13 @@ _PART_TEXT = {"input_text": "text", "output_text": "text", "text": "text", "refu
               "summary_text": "text", "reasoning_text": "text"}
 
 
+def part_text(part: dict[str, Any]) -> str | None:
+    """The text a content part carries, by its type (validated at the edge); None for non-text parts."""
+    key = _PART_TEXT.get(part.get("type"))  # type: ignore[arg-type]
+    value = part.get(key) if key is not None else None
+    return value if isinstance(value, str) else None
+
+
 def map_texts(request: CanonicalRequest, fn: TextMap) -> CanonicalRequest:
     """A copy of `request` with every text passed through `fn`."""
     req = request.req

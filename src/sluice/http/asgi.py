@@ -74,8 +74,8 @@ async def send_bytes(send: Send, status: int, body: bytes, headers: list[tuple[b
     await send({"type": "http.response.body", "body": body})
 
 
-async def send_json(send: Send, status: int, payload: Any) -> None:
-    await send_bytes(send, status, _encode(payload), _JSON_HEADERS)
+async def send_json(send: Send, status: int, payload: Any, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    await send_bytes(send, status, _encode(payload), _JSON_HEADERS + headers if headers else _JSON_HEADERS)
 
 
 async def send_error(send: Send, error: GatewayError) -> None:
@@ -84,9 +84,11 @@ async def send_error(send: Send, error: GatewayError) -> None:
     await send_bytes(send, error.status, error.encode(), headers)
 
 
-async def send_sse(send: Send, batches: AsyncIterable[Any], encode: Callable[[Any], bytes]) -> None:
+async def send_sse(send: Send, batches: AsyncIterable[Any], encode: Callable[[Any], bytes],
+                   headers: list[tuple[bytes, bytes]] | None = None) -> None:
     """Stream `batches`, each encoded to bytes by the surface's `encode`, one write per batch."""
-    await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+    await send({"type": "http.response.start", "status": 200,
+                "headers": _SSE_HEADERS + headers if headers else _SSE_HEADERS})
     async for batch in batches:
         await send({"type": "http.response.body", "body": encode(batch), "more_body": True})
     await send({"type": "http.response.body", "body": b""})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sluice.canonical.request import parse_request
@@ -20,6 +21,7 @@ from sluice.http.asgi import (
 from sluice.http.routes import Call
 from sluice.http.sse import ResponsesEventEncoder
 from sluice.pipeline import Pipeline
+from sluice.pipeline.context import RequestContext
 
 
 class ResponsesSurface:
@@ -43,7 +45,7 @@ class ResponsesSurface:
             async def run_stream() -> None:
                 stream = await pipeline.open_stream(ctx)
                 try:
-                    await send_sse(send, stream, ResponsesEventEncoder().encode)
+                    await send_sse(send, stream, ResponsesEventEncoder().encode, _answer_headers(ctx))
                 finally:
                     # After the client's response has ended: reading the upstream's tail (to reuse
                     # its connection) never delays the client.
@@ -52,9 +54,21 @@ class ResponsesSurface:
             await cancel_on_disconnect(call.receive, _reporting(send, run_stream()))
         else:
             async def run() -> None:
-                await send_json(send, 200, await pipeline.create(ctx))
+                response = await pipeline.create(ctx)
+                await send_json(send, 200, response, _answer_headers(ctx))
 
             await cancel_on_disconnect(call.receive, _reporting(send, run()))
+
+
+DROPPED_TOOLS_HEADER = b"x-sluice-dropped-tools"
+_HEADER_UNSAFE = re.compile(r"[^A-Za-z0-9_.:-]")
+
+
+def _answer_headers(ctx: RequestContext) -> list[tuple[bytes, bytes]]:
+    """Headers of an answer: the hosted tools the serving provider left out, so that a client can tell."""
+    # Tool types come from the client: only token characters go into a header, and not too many.
+    names = [name for name in (_HEADER_UNSAFE.sub("", kind)[:64] for kind in ctx.dropped_tools[:16]) if name]
+    return [(DROPPED_TOOLS_HEADER, ", ".join(names).encode())] if names else []
 
 
 async def _reporting(send: Send, work: Any) -> None:

@@ -70,6 +70,9 @@ class RequestContext:
     # Per-request state of the guardrails (e.g. a redaction's placeholder map), by guardrail name.
     guardrails: dict[str, Any] = field(default_factory=dict)
     route: Route | None = None  # the route that serves the response, once one has started
+    # Hosted tools the serving route's protocol has no equivalent for and left out of the request
+    # (provider `unsupported_tools: drop`); the surface names them in `x-sluice-dropped-tools`.
+    dropped_tools: list[str] = field(default_factory=list)
     response: dict[str, Any] | None = None  # the final Response, once built
     error: GatewayError | None = None  # why the request failed, when no Response could be built
 

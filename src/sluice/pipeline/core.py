@@ -92,6 +92,7 @@ class Pipeline:
 
     async def _whole_answer(self, ctx: RequestContext, route: Route, attempt: Attempt) -> dict[str, Any]:
         adapter = self.adapters[route.provider]
+        ctx.dropped_tools = adapter.dropped_tools(ctx.request)  # the attempt that answers leaves its own
         result = await adapter.create(ctx.request, route.model)
         if result.get("status") == "failed":
             # A model-side failure (e.g. a malformed tool call) fails the route, as it does before
@@ -109,6 +110,7 @@ class Pipeline:
         the client has seen nothing yet.
         """
         adapter = self.adapters[route.provider]
+        ctx.dropped_tools = adapter.dropped_tools(ctx.request)  # the attempt that answers leaves its own
         upstream = adapter.stream(ctx.request, route.model)
         try:
             while True:

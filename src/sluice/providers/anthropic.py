@@ -59,6 +59,9 @@ _ERRORS: dict[str, tuple[int, str, str | None]] = {
     "overloaded_error": (503, "server_error", "overloaded"),
 }
 _STATUS_TYPES = {529: "overloaded_error", 413: "request_too_large"}
+# Result blocks of Anthropic's code execution tool (Python, bash, file edits) -> code_interpreter_call.
+_CODE_RESULTS = frozenset({"code_execution_tool_result", "bash_code_execution_tool_result",
+                           "text_editor_code_execution_tool_result"})
 
 
 class AnthropicAdapter(Adapter):
@@ -73,11 +76,19 @@ class AnthropicAdapter(Adapter):
 
     # --- request -----------------------------------------------------------------------------
 
+    hosted_tools = HOSTED_WEB_SEARCH | {"code_interpreter"}
+
+    def carries(self, tool: dict[str, Any]) -> bool:
+        # Anthropic's web search always fetches live pages: a client that allows no external
+        # access (cached search only, as Codex asks by default) gets no search rather than more.
+        return super().carries(tool) and tool.get("external_web_access") is not False
+
     def check(self, parsed: CanonicalRequest, model: str) -> None:
+        parsed = self.tools(parsed).request  # namespace / custom tools flattened, unsupported hosted ones dropped
         req = parsed.req
         for i, tool in enumerate(req.tools or ()):
             kind = tool.get("type")
-            if kind != "function" and kind not in HOSTED_WEB_SEARCH:
+            if kind != "function" and kind not in self.hosted_tools:
                 raise unsupported(f"tools[{i}].type", f"The '{kind}' tool", self.name)
         choice = req.tool_choice
         if isinstance(choice, dict) and choice.get("type") not in ("function", "allowed_tools", *HOSTED_WEB_SEARCH):
@@ -96,7 +107,9 @@ class AnthropicAdapter(Adapter):
                                  param="text.format.name", code="invalid_value")
 
     def body(self, parsed: CanonicalRequest, model: str, stream: bool) -> tuple[bytes, Plan]:
-        body, plan = build_body(parsed, model, stream, self.config.options)
+        flat = self.tools(parsed)
+        body, plan = build_body(flat.request, model, stream, self.config.options)
+        plan.tools = flat.tools
         return _encode(body), plan
 
     # --- non-streaming -----------------------------------------------------------------------
@@ -199,7 +212,7 @@ class MessageTranslator:
 
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
-        self.builder = ResponseEventBuilder()
+        self.builder = ResponseEventBuilder(plan.tools)
         self.blocks: dict[int, _Block] = {}
         self.usage: dict[str, Any] = {}
         self.stop_reason: str | None = None
@@ -286,6 +299,8 @@ class MessageTranslator:
             return builder.item(self._web_search_call(block))
         if kind == "mcp_tool_result":
             return builder.item(self._mcp_call(block))
+        if kind in _CODE_RESULTS:
+            return builder.item(self._code_call(block))
         return []
 
     def _text(self, state: _Block, delta: str) -> list[Event]:
@@ -403,6 +418,24 @@ class MessageTranslator:
             action["sources"] = [{"type": "url", "url": r["url"]} for r in content if r.get("url")]
         return {"id": new_id("ws"), "type": "web_search_call", "status": "failed" if failed else "completed",
                 "action": action}
+
+    def _code_call(self, block: dict[str, Any]) -> dict[str, Any]:
+        """A code execution result (Python, bash or file edit) -> a code_interpreter_call item."""
+        use = self._server_calls.get(block.get("tool_use_id") or "") or {}
+        args = use.get("input") if isinstance(use.get("input"), dict) else {}
+        code = args.get("code") or args.get("command")
+        if use.get("name") == "text_editor_code_execution":
+            code = " ".join(str(args[key]) for key in ("command", "path") if args.get(key))
+        content = block.get("content") if isinstance(block.get("content"), dict) else {}
+        failed = content.get("type", "").endswith("_error") or (content.get("return_code") or 0) != 0
+        logs = (content.get("stdout") or "") + (content.get("stderr") or "")
+        if content.get("type", "").endswith("_error"):
+            logs = f"error: {content.get('error_code') or 'unknown'}"
+        if not logs and isinstance(content.get("content"), str):  # a text editor's view
+            logs = content["content"]
+        return {"id": new_id("ci"), "type": "code_interpreter_call", "status": "failed" if failed else "completed",
+                "code": code if isinstance(code, str) else "", "container_id": "anthropic",
+                "outputs": [{"type": "logs", "logs": logs}] if logs else []}
 
     def _mcp_call(self, block: dict[str, Any]) -> dict[str, Any]:
         use = self._server_calls.get(block.get("tool_use_id") or "") or {}

@@ -20,6 +20,7 @@ import msgspec
 
 from sluice.canonical.reasoning import unseal
 from sluice.canonical.request import CanonicalRequest
+from sluice.canonical.tools import ToolMap
 from sluice.errors import InvalidRequest
 from sluice.providers import claude_policy
 from sluice.providers.claude_policy import JSON_OBJECT_NOTE, OPENING_USER_TEXT, PAST_TOOL_NOTE
@@ -31,10 +32,13 @@ _IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 _TOOL_ID = re.compile(r"^[a-zA-Z0-9_-]+$")
 _TOOL_ID_BAD = re.compile(r"[^a-zA-Z0-9_-]")
 # Items Sluice itself returns for Anthropic server tools; their state cannot be replayed, so they are dropped.
-_DROPPED_ITEMS = frozenset({"web_search_call", "mcp_call"})
+_DROPPED_ITEMS = frozenset({"web_search_call", "mcp_call", "code_interpreter_call"})
 SUPPORTED_ITEMS = frozenset({"message", "function_call", "function_call_output", "reasoning"}) | _DROPPED_ITEMS
 HOSTED_WEB_SEARCH = frozenset({"web_search", "web_search_preview", "web_search_2025_08_26",
                                "web_search_preview_2025_03_11"})
+# Anthropic's code execution server tool stands in for OpenAI's code_interpreter (option
+# `code_execution_tool` picks another version, e.g. code_execution_20260120).
+CODE_EXECUTION_TOOL = "code_execution_20250825"
 
 _MAX_USER_ID = 512  # Anthropic's limit on metadata.user_id
 
@@ -50,6 +54,7 @@ class Plan:
     encrypted: bool = False  # the client asked for reasoning.encrypted_content
     sources: bool = False  # the client asked for web_search_call.action.sources
     summary: bool = False  # the client asked for reasoning.summary: thinking text is shown as summary_text
+    tools: ToolMap | None = None  # wire names of flattened namespace / custom tools
 
 
 def default_max_tokens(model: str) -> int:
@@ -348,6 +353,10 @@ def _tools(parsed: CanonicalRequest, marks: _Marks, options: dict[str, Any],
             if allowed is not None and kind not in allowed and "web_search" not in allowed:
                 continue
             converted = _web_search_tool(tool, req.max_tool_calls)
+        elif kind == "code_interpreter":
+            if allowed is not None and kind not in allowed:
+                continue
+            converted = {"type": options.get("code_execution_tool") or CODE_EXECUTION_TOOL, "name": "code_execution"}
         else:
             continue  # check() rejected it already
         if tool.get("cache_control"):

@@ -12,6 +12,7 @@ import msgspec
 from yarl import URL
 
 from sluice.canonical.request import CanonicalRequest
+from sluice.canonical.tools import Flattened, flatten, hosted_tools_not_carried
 from sluice.config import ProviderConfig
 from sluice.errors import (
     CLIENT_FAULT,
@@ -62,6 +63,33 @@ class Adapter:
 
     def check(self, parsed: CanonicalRequest, model: str) -> None:
         """Raise `InvalidRequest` for what this wire protocol cannot carry."""
+
+    # --- tools this protocol lacks (canonical/tools.py) ------------------------------------------
+
+    # Hosted tool types the protocol maps to the provider's own equivalent; `carries` may look
+    # closer at a tool's settings. Every other hosted tool is dropped or refused (config
+    # `unsupported_tools`).
+    hosted_tools: frozenset[str] = frozenset()
+    # Namespaces and custom tools are flattened into function tools unless the protocol has them.
+    flattens_tools = True
+    native_custom_tools = False
+
+    def carries(self, tool: dict[str, Any]) -> bool:
+        """Whether this protocol can send this hosted tool (its own equivalent of it)."""
+        return tool["type"] in self.hosted_tools
+
+    def tools(self, parsed: CanonicalRequest) -> Flattened:
+        """The request with only the tools this protocol carries, and the map that restores calls."""
+        if not self.flattens_tools:
+            return Flattened(parsed)
+        return flatten(parsed, carries=self.carries, native_custom=self.native_custom_tools,
+                       refuse=self.config.unsupported_tools == "refuse", provider=self.name)
+
+    def dropped_tools(self, parsed: CanonicalRequest) -> list[str]:
+        """The hosted tool types this protocol leaves out of the request (none when it refuses them)."""
+        if not self.flattens_tools or self.config.unsupported_tools == "refuse":
+            return []
+        return hosted_tools_not_carried(parsed, self.carries)
 
     async def create(self, parsed: CanonicalRequest, model: str) -> dict[str, Any]:
         raise NotImplementedError

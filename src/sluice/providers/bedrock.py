@@ -65,6 +65,7 @@ class BedrockAdapter(Adapter):
     # --- request -----------------------------------------------------------------------------
 
     def check(self, parsed: CanonicalRequest, model: str) -> None:
+        parsed = self.tools(parsed).request  # namespace / custom tools flattened, hosted ones dropped
         req = parsed.req
         for i, tool in enumerate(req.tools or ()):
             if tool.get("type") != "function":
@@ -92,7 +93,10 @@ class BedrockAdapter(Adapter):
 
     def body(self, parsed: CanonicalRequest, model: str) -> tuple[dict[str, Any], Plan]:
         """The Converse request body and what reading its answer needs."""
-        return build_body(parsed, model, self.config.options)
+        flat = self.tools(parsed)
+        body, plan = build_body(flat.request, model, self.config.options)
+        plan.tools = flat.tools
+        return body, plan
 
     def secrets(self) -> list[str]:
         return [*super().secrets(), *([self.bearer] if self.bearer else [])]

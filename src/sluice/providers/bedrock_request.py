@@ -22,6 +22,8 @@ import msgspec
 
 from sluice.canonical.reasoning import unseal
 from sluice.canonical.request import CanonicalRequest
+from sluice.canonical.texts import part_text
+from sluice.canonical.tools import ToolMap
 from sluice.errors import InvalidRequest
 from sluice.providers import claude_policy
 from sluice.providers.claude_policy import JSON_OBJECT_NOTE, OPENING_USER_TEXT, PAST_TOOL_NOTE
@@ -72,6 +74,7 @@ class Plan:
     summary: bool  # show reasoning text as summary_text (the client asked for reasoning.summary)
     json_tool: str | None = None  # structured output emulated with this forced tool
     hide: bool = False  # show no reasoning text (Claude's thinking, no reasoning.summary asked for)
+    tools: ToolMap | None = None  # wire names of flattened namespace / custom tools
 
 
 def model_family(model: str) -> str:
@@ -315,7 +318,7 @@ def _convert_items(items: list[dict[str, Any]], family: str, out: _Builder) -> N
             if role == "assistant":
                 blocks = []
                 for part in item["content"]:
-                    if text := part.get("text") or part.get("refusal"):
+                    if text := part_text(part):
                         blocks.append({"text": text})
                         add_point(blocks, out.point(part.get("cache_control")))
             else:

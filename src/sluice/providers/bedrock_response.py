@@ -92,7 +92,7 @@ class ConverseTranslator:
 
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
-        self.builder = ResponseEventBuilder()
+        self.builder = ResponseEventBuilder(plan.tools)
         self.blocks: dict[int, _Block] = {}
         self.stop_reason: str | None = None
         self.usage: dict[str, Any] | None = None

@@ -58,7 +58,16 @@ class GeminiAdapter(Adapter):
 
     # --- request -----------------------------------------------------------------------------
 
+    def carries(self, tool: dict[str, Any]) -> bool:
+        kind = tool["type"]
+        if kind == "code_interpreter":
+            return True
+        # Google Search always fetches live results: a client that allows no external access
+        # (cached search only, as Codex asks by default) gets no search rather than more.
+        return kind.startswith("web_search") and tool.get("external_web_access") is not False
+
     def check(self, parsed: CanonicalRequest, model: str) -> None:
+        parsed = self.tools(parsed).request  # namespace / custom tools flattened, unsupported hosted ones dropped
         for i, tool in enumerate(parsed.req.tools or ()):
             kind = tool.get("type")
             if kind == "function" or kind == "code_interpreter":
@@ -84,14 +93,20 @@ class GeminiAdapter(Adapter):
                                           self.name)
 
     def body(self, parsed: CanonicalRequest, model: str) -> bytes:
+        return self._body(self.tools(parsed).request, model)
+
+    def _body(self, parsed: CanonicalRequest, model: str) -> bytes:
+        """The body of a request whose tools are flattened already (`self.tools`)."""
         return _encode(build_body(parsed, model, self.name, self.config.options, self.prefix))
 
     # --- non-streaming -----------------------------------------------------------------------
 
     async def create(self, parsed: CanonicalRequest, model: str) -> dict[str, Any]:
-        data = await self.post_json(self.url(model, False), self.body(parsed, model), self._headers)
+        flat = self.tools(parsed)
+        parsed = flat.request
+        data = await self.post_json(self.url(model, False), self._body(parsed, model), self._headers)
         self._check_answer(data)
-        translator = GeminiTranslator(parsed, model)
+        translator = GeminiTranslator(parsed, model, flat.tools)
         # A JSON array is the non-SSE stream shape; some proxies answer generateContent with it.
         for chunk in data if isinstance(data, list) else (data,):
             if isinstance(chunk, dict):
@@ -106,9 +121,11 @@ class GeminiAdapter(Adapter):
     # --- streaming ---------------------------------------------------------------------------
 
     async def stream(self, parsed: CanonicalRequest, model: str) -> AsyncIterator[list[Event]]:
-        resp = await self.post_stream(self.url(model, True), self.body(parsed, model), self._headers)
+        flat = self.tools(parsed)
+        parsed = flat.request
+        resp = await self.post_stream(self.url(model, True), self._body(parsed, model), self._headers)
         try:
-            translator = GeminiTranslator(parsed, model)
+            translator = GeminiTranslator(parsed, model, flat.tools)
             if "event-stream" not in resp.headers.get("content-type", "text/event-stream"):
                 # Without alt=sse (a proxy that drops the query) Gemini streams one JSON array.
                 yield await self._json_array(resp, translator)

@@ -31,6 +31,7 @@ import msgspec
 
 from sluice.canonical.reasoning import unseal
 from sluice.canonical.request import CanonicalRequest
+from sluice.canonical.texts import part_text
 from sluice.errors import InvalidRequest
 from sluice.providers.base import unsupported
 from sluice.providers.gemini_schema import to_openapi_schema
@@ -386,7 +387,7 @@ class _History:
                      if (p := self.builder.part(part, f"input[{index}].content[{j}]")) is not None]
             _append(self.contents, "user", parts)
         elif role == "assistant":
-            texts = (part.get("text") or part.get("refusal") for part in item["content"])
+            texts = (part_text(part) for part in item["content"])
             _append(self.contents, "model", [self._model_part({"text": text}) for text in texts if text])
         else:
             self.system.extend({"text": part["text"]} for part in item["content"] if part.get("text"))

@@ -20,6 +20,7 @@ from sluice.canonical.ids import new_id
 from sluice.canonical.reasoning import seal
 from sluice.canonical.request import CanonicalRequest
 from sluice.canonical.stream import ResponseEventBuilder
+from sluice.canonical.tools import ToolMap
 from sluice.providers.base import Event
 from sluice.providers.gemini_request import PROTOCOL
 
@@ -43,8 +44,8 @@ _COMPLETED = frozenset({"STOP", "FINISH_REASON_UNSPECIFIED"})
 class GeminiTranslator:
     """GenerateContentResponse chunks (or one whole response) -> Responses events."""
 
-    def __init__(self, parsed: CanonicalRequest, model: str) -> None:
-        self.builder = ResponseEventBuilder()
+    def __init__(self, parsed: CanonicalRequest, model: str, tools: ToolMap | None = None) -> None:
+        self.builder = ResponseEventBuilder(tools)
         self.model = model
         self.keep_signatures = parsed.wants("reasoning.encrypted_content")
         self.include_sources = parsed.wants("web_search_call.action.sources")

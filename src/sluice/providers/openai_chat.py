@@ -12,10 +12,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
+from yarl import URL
 
 from sluice.canonical.ids import new_id
 from sluice.canonical.request import CanonicalRequest
 from sluice.canonical.stream import ResponseEventBuilder
+from sluice.canonical.texts import part_text
+from sluice.canonical.tools import ToolMap
 from sluice.config import ProviderConfig
 from sluice.errors import UpstreamError
 from sluice.providers.base import Adapter, Event, failed_tool_output, unsupported
@@ -40,18 +43,37 @@ class OpenAIChatAdapter(Adapter):
 
     # --- request -----------------------------------------------------------------------------
 
+    @property
+    def native_custom_tools(self) -> bool:  # type: ignore[override]
+        """Chat Completions has custom tools, but few servers besides OpenAI's own know them.
+
+        Option `custom_tools`: `native` (sent as `{type: custom}`), `function` (flattened into a
+        function taking `input`), or `auto` (the default: native on OpenAI's own endpoint only).
+        """
+        mode = self.config.options.get("custom_tools", "auto")
+        if mode == "auto":
+            base = self.config.base_url
+            return base is None or URL(base).host == "api.openai.com"
+        return mode == "native"
+
     def check(self, parsed: CanonicalRequest, model: str) -> None:
+        parsed = self.tools(parsed).request  # namespaces flattened, unsupported hosted tools dropped
+        kinds = ("function", "custom")
         for i, tool in enumerate(parsed.req.tools or ()):
-            if tool.get("type") != "function":
+            if tool.get("type") not in kinds:
                 raise unsupported(f"tools[{i}].type", f"The '{tool.get('type')}' tool", self.name)
         choice = parsed.req.tool_choice
-        if isinstance(choice, dict) and choice.get("type") not in ("function", "allowed_tools"):
+        if isinstance(choice, dict) and choice.get("type") not in ("function", "custom", "allowed_tools"):
             raise unsupported("tool_choice", f"tool_choice of type '{choice.get('type')}'", self.name)
         for i, item in enumerate(parsed.items):
             if item["type"] == "item_reference":
                 raise unsupported(f"input[{i}]", "An item_reference input", self.name)
 
     def body(self, parsed: CanonicalRequest, model: str, stream: bool) -> dict[str, Any]:
+        return self._body(self.tools(parsed).request, model, stream)
+
+    def _body(self, parsed: CanonicalRequest, model: str, stream: bool) -> dict[str, Any]:
+        """The request body of a request whose tools are flattened already (`self.tools`)."""
         req = parsed.req
         body: dict[str, Any] = {"model": model, "messages": to_messages(parsed)}
         if stream:
@@ -100,20 +122,22 @@ class OpenAIChatAdapter(Adapter):
     # --- non-streaming -----------------------------------------------------------------------
 
     async def create(self, parsed: CanonicalRequest, model: str) -> dict[str, Any]:
-        data = await self.post_json(self._url, _encode(self.body(parsed, model, False)), self._headers)
+        flat = self.tools(parsed)
+        data = await self.post_json(self._url, _encode(self._body(flat.request, model, False)), self._headers)
         if isinstance(data, dict) and data.get("error"):
             raise self.error_from_body(502, _encode(data))
         if not _is_completion(data):
             # A 200 that is not a chat completion (a proxy's page, another API's body): unreadable,
             # this route failed. Not an empty "completed" answer.
             raise self.unreadable("an answer that is not a chat completion (no `choices`)")
-        return ChunkTranslator(summary=_wants_summary(parsed)).completion(data)
+        return from_completion(data, flat.tools, summary=_wants_summary(parsed))
 
     # --- streaming ---------------------------------------------------------------------------
 
     async def stream(self, parsed: CanonicalRequest, model: str) -> AsyncIterator[list[Event]]:
-        resp = await self.post_stream(self._url, _encode(self.body(parsed, model, True)), self._headers)
-        translator = ChunkTranslator(summary=_wants_summary(parsed))
+        flat = self.tools(parsed)
+        resp = await self.post_stream(self._url, _encode(self._body(flat.request, model, True)), self._headers)
+        translator = ChunkTranslator(flat.tools, summary=_wants_summary(parsed))
 
         def translate(blocks: list[tuple[str | None, bytes]]) -> list[Event]:
             batch: list[Event] = []
@@ -145,13 +169,14 @@ class OpenAIChatAdapter(Adapter):
 class ChunkTranslator:
     """Chat completion chunks (or a whole completion, as one chunk) -> Responses events and output.
 
+    `tools`: the names flattened namespace / custom tools had on the wire, to map calls back.
     `summary`: the client asked for `reasoning.summary`, so the server's reasoning text
     (`reasoning_content`, Mistral thinking) is shown as `summary_text`; otherwise as raw
     `reasoning_text` content, as OpenAI shows an open model's reasoning.
     """
 
-    def __init__(self, *, summary: bool = False) -> None:
-        self.builder = ResponseEventBuilder()
+    def __init__(self, tools: ToolMap | None = None, *, summary: bool = False) -> None:
+        self.builder = ResponseEventBuilder(tools)
         self.usage: dict[str, Any] | None = None
         self.finish_reason: str | None = None
         self.error: dict[str, Any] | None = None
@@ -201,6 +226,15 @@ class ChunkTranslator:
                 events += builder.refusal(delta["refusal"])
             for call in delta.get("tool_calls") or ():
                 key = self._call_key(call)
+                custom = call.get("custom")
+                if isinstance(custom, dict) or call.get("type") == "custom":
+                    # A native custom tool call: `custom: {name, input}` (input pieces when streamed).
+                    custom = custom if isinstance(custom, dict) else {}
+                    if not builder.has_call(key):
+                        events += builder.custom_tool_call_start(key, call.get("id") or new_id("call"),
+                                                                 custom.get("name") or "")
+                    events += builder.custom_tool_call_input(key, custom.get("input") or "")
+                    continue
                 function = call.get("function") or {}
                 if not builder.has_call(key):
                     events += builder.tool_call_start(key, call.get("id") or new_id("call"),
@@ -268,7 +302,7 @@ def to_messages(parsed: CanonicalRequest) -> list[dict[str, Any]]:
         if kind == "message":
             role = item["role"]
             if role == "assistant":
-                text = "".join(p.get("text") or p.get("refusal") or "" for p in item["content"]
+                text = "".join(part_text(p) or "" for p in item["content"]
                                if p.get("type") in ("output_text", "refusal", "input_text"))
                 last = messages[-1] if messages else None
                 if last is not None and last["role"] == "assistant" and "tool_calls" not in last:
@@ -286,7 +320,14 @@ def to_messages(parsed: CanonicalRequest) -> list[dict[str, Any]]:
                 last.setdefault("tool_calls", []).append(call)
             else:
                 messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
-        elif kind == "function_call_output":
+        elif kind == "custom_tool_call":  # native custom tools (otherwise flattened into function calls)
+            call = {"id": item["call_id"], "type": "custom", "custom": {"name": item["name"], "input": item["input"]}}
+            last = messages[-1] if messages else None
+            if last is not None and last["role"] == "assistant":
+                last.setdefault("tool_calls", []).append(call)
+            else:
+                messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        elif kind in ("function_call_output", "custom_tool_call_output"):
             output = item["output"]
             if isinstance(output, list):
                 output = "".join(p.get("text", "") for p in output if isinstance(p, dict))
@@ -319,6 +360,17 @@ def _content(parts: list[dict[str, Any]], role: str) -> str | list[dict[str, Any
 
 
 def _tool(tool: dict[str, Any]) -> dict[str, Any]:
+    if tool["type"] == "custom":
+        custom: dict[str, Any] = {"name": tool["name"]}
+        if tool.get("description"):
+            custom["description"] = tool["description"]
+        fmt = tool.get("format")
+        if isinstance(fmt, dict) and fmt.get("type") == "grammar":
+            custom["format"] = {"type": "grammar", "grammar": {"definition": fmt.get("definition"),
+                                                               "syntax": fmt.get("syntax")}}
+        elif isinstance(fmt, dict) and fmt.get("type") == "text":
+            custom["format"] = {"type": "text"}
+        return {"type": "custom", "custom": custom}
     function: dict[str, Any] = {"name": tool["name"]}
     if tool.get("description"):
         function["description"] = tool["description"]
@@ -382,9 +434,9 @@ def usage_from_chat(usage: dict[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
-def from_completion(data: dict[str, Any], *, summary: bool = False) -> dict[str, Any]:
+def from_completion(data: dict[str, Any], tools: ToolMap | None = None, *, summary: bool = False) -> dict[str, Any]:
     """A non-streaming chat completion -> the result part of a Response (see `ChunkTranslator.completion`)."""
-    return ChunkTranslator(summary=summary).completion(data)
+    return ChunkTranslator(tools, summary=summary).completion(data)
 
 
 def _is_completion(data: Any) -> bool:

@@ -41,6 +41,8 @@ _FINAL_STATUSES = frozenset({"completed", "incomplete", "failed", "cancelled"})
 
 
 class OpenAIResponsesAdapter(Adapter):
+    flattens_tools = False  # the canonical protocol: namespaces, custom and hosted tools go as they are
+
     def __init__(self, name: str, config: ProviderConfig, client: UpstreamClient | None = None) -> None:
         super().__init__(name, config, client)
         self._url = f"{(config.base_url or 'https://api.openai.com/v1').rstrip('/')}/responses"

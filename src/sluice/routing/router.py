@@ -27,7 +27,7 @@ _NEEDS = {
 def required_capabilities(parsed: CanonicalRequest) -> list[str]:
     req = parsed.req
     needs = []
-    if req.tools and any(tool.get("type") == "function" for tool in req.tools):
+    if req.tools and any(tool.get("type") in ("function", "custom", "namespace") for tool in req.tools):
         needs.append("tools")
     images = files = False
     for item in parsed.items:
