@@ -121,16 +121,9 @@ def skeleton(parsed: CanonicalRequest, response_id: str, model: str, created_at:
     }
 
 
-def finalize(
-    parsed: CanonicalRequest,
-    result: dict[str, Any],
-    *,
-    response_id: str,
-    model: str,
-    created_at: int,
-) -> dict[str, Any]:
-    """Merge an upstream result (status, output, usage, ...) into the client's Response."""
-    response = skeleton(parsed, response_id, model, created_at)
+def finalize(envelope: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+    """Merge an upstream result (status, output, usage, ...) into a copy of the `skeleton` Response."""
+    response = dict(envelope)
     for key, value in result.items():
         if key not in _GATEWAY_FIELDS and key not in response:
             response[key] = value  # upstream-only fields; the echo and the envelope are the gateway's

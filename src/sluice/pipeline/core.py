@@ -19,7 +19,7 @@ from typing import Any
 
 from sluice.accounting.cost import response_cost
 from sluice.canonical.request import CanonicalRequest
-from sluice.canonical.response import finalize
+from sluice.canonical.response import finalize, skeleton
 from sluice.config import Config
 from sluice.errors import GatewayError, InvalidRequest, NotFound, UpstreamError
 from sluice.pipeline.attempts import Start, T, error_from_event, run_attempts
@@ -166,11 +166,16 @@ class Pipeline:
 
     # --- the end of a request ------------------------------------------------------------------
 
-    def respond(self, ctx: RequestContext, attempt: Attempt, result: dict[str, Any]) -> dict[str, Any]:
-        """The client's Response from an upstream result: envelope, echo, normalized usage, cost."""
+    def respond(self, ctx: RequestContext, attempt: Attempt, result: dict[str, Any],
+                envelope: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The client's Response from an upstream result: envelope, echo, normalized usage, cost.
+
+        `envelope`: the in-progress Response a stream began with (the same echo, built once).
+        """
         route = attempt.route
-        response = finalize(ctx.client_request, result, response_id=ctx.response_id, model=route.label,
-                            created_at=ctx.created_at)
+        if envelope is None:
+            envelope = skeleton(ctx.client_request, ctx.response_id, route.label, ctx.created_at)
+        response = finalize(envelope, result)
         # An unpriced route (an ad-hoc `provider/model`) costs an unknown amount, not nothing.
         response["cost"] = {"total": response_cost(response["usage"], route.price)}
         ctx.response = response

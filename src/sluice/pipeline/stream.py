@@ -60,6 +60,7 @@ class ResponseStream:
                 source = stage.events(ctx, source)
             self._source, self._first = source, None
         self._output = PartialOutput()
+        self._envelope: dict[str, Any] | None = None
         self.ended = False
 
     def __aiter__(self) -> AsyncIterator[list[Event]]:
@@ -67,7 +68,8 @@ class ResponseStream:
 
     async def _events(self) -> AsyncIterator[list[Event]]:
         ctx = self.ctx
-        envelope = skeleton(ctx.client_request, ctx.response_id, self.attempt.route.label, ctx.created_at)
+        envelope = self._envelope = skeleton(ctx.client_request, ctx.response_id, self.attempt.route.label,
+                                             ctx.created_at)
         out: list[Event] = [{"type": "response.created", "response": envelope},
                             {"type": "response.in_progress", "response": envelope}]
         failure: dict[str, Any] | None = None
@@ -131,7 +133,7 @@ class ResponseStream:
             # Some Responses-compatible servers say e.g. "complete"; the event type is authoritative.
             result["status"] = "completed"
         self.attempt.succeed(time.monotonic())
-        response = self.pipeline.respond(self.ctx, self.attempt, result)
+        response = self.pipeline.respond(self.ctx, self.attempt, result, self._envelope)
         await self._end()
         return {"type": event["type"], "response": response}
 
@@ -147,7 +149,7 @@ class ResponseStream:
         usage = failure.get("usage") or estimate_usage(self.ctx.request, output)
         result = {"status": "failed", "error": {"code": code, "message": failure["message"]}, "output": output,
                   "usage": usage}
-        response = self.pipeline.respond(self.ctx, self.attempt, result)
+        response = self.pipeline.respond(self.ctx, self.attempt, result, self._envelope)
         await self._end()
         return {"type": "response.failed", "response": response}
 
