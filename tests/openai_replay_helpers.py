@@ -25,7 +25,8 @@ from tests.replay import Exchange, all_recordings, fixtures_root, load
 ROOT = fixtures_root()
 TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
 # Keys that legitimately differ between two answers to the same question.
-VOLATILE = frozenset({"id", "created_at", "completed_at", "sequence_number"})
+# The routing trace is volatile too: it times each attempt.
+VOLATILE = frozenset({"id", "created_at", "completed_at", "sequence_number", "latency_ms", "ttft_ms"})
 
 _EVENT = TypeAdapter(ResponseStreamEvent)
 

@@ -211,3 +211,30 @@ def test_hooks_run_when_the_client_leaves_mid_stream(gw: RunningGateway, upstrea
         time.sleep(0.05)
     left = [e for e in hook.seen.values() if e["error"] == 499]
     assert left and left[0]["attempts"][-1][:2] == ("replay-chat/gpt-4o-2024-08-06", "error")
+
+
+def test_every_response_carries_its_routing_trace(gw: RunningGateway, upstream: ReplayServer) -> None:
+    upstream.enqueue(load(CHAT_JSON)[0])
+    resp = httpx.post(f"{gw.url}/v1/responses", headers=AUTH, json={"model": "failover-model", "input": "hi"},
+                      timeout=20)
+    assert resp.headers["x-sluice-route"] == "replay-chat/gpt-4o"
+    trace = resp.json()["routing"]
+    assert [(a["provider"], a["model"], a["outcome"]) for a in trace["attempts"]] == [
+        ("dead", "gpt-4o", "error"), ("dead", "gpt-4o", "error"), ("replay-chat", "gpt-4o", "ok")]
+    failed, served = trace["attempts"][0], trace["attempts"][-1]
+    assert failed["status"] == 502 and failed["error_code"] == "upstream_connection_error"
+    assert failed["ttft_ms"] is None and failed["latency_ms"] >= 0
+    assert served["status"] == 200 and 0 <= served["ttft_ms"] <= served["latency_ms"]
+    # Streamed: in response.completed, and the header names the serving route.
+    upstream.enqueue(load(CHAT_STREAM)[0])
+    with httpx.stream("POST", f"{gw.url}/v1/responses", headers=AUTH, timeout=20,
+                      json={"model": "chat", "input": "hi", "stream": True}) as stream_resp:
+        assert stream_resp.headers["x-sluice-route"] == "replay-chat/gpt-4o-2024-08-06"
+        events = read_events(stream_resp)
+    attempts = events[-1]["response"]["routing"]["attempts"]
+    assert [(a["outcome"], a["status"]) for a in attempts] == [("ok", 200)] and attempts[0]["ttft_ms"] is not None
+
+
+def test_an_error_names_the_last_route_tried(gw: RunningGateway, upstream: ReplayServer) -> None:
+    resp = httpx.post(f"{gw.url}/v1/responses", headers=AUTH, json={"model": "dead-model", "input": "hi"}, timeout=20)
+    assert resp.status_code == 424 and resp.headers["x-sluice-route"] == "dead/gpt-4o"

@@ -214,6 +214,8 @@ ITEM_TYPES = frozenset({
     "mcp_approval_response", "mcp_call", "tool_search_call", "tool_search_output", "additional_tools",
     "compaction", "compaction_trigger", "program", "program_output",
 })
+# Content part types a tool's output may carry (OpenAI's FunctionCallOutputItemParam).
+OUTPUT_PARTS = frozenset({"input_text", "input_image", "input_file"})
 # Content part types a message may carry.
 MESSAGE_PARTS = frozenset({"input_text", "input_image", "input_file", "input_audio", "output_text", "refusal"})
 
@@ -246,6 +248,10 @@ def normalize_input(value: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
             if isinstance(output, list):
                 for j, part in enumerate(output):
                     _check_part(part, f"{where}.output[{j}]")
+                    if part["type"] not in OUTPUT_PARTS:
+                        raise _fail(f"{where}.output[{j}].type", f"Invalid value for '{where}.output[{j}].type': "
+                                    f"{part['type']!r} is not a tool output part type (input_text, input_image, "
+                                    "input_file).")
             if "is_error" in item and not isinstance(item["is_error"], bool):
                 raise _fail(f"{where}.is_error", f"Invalid type for '{where}.is_error': expected a boolean.",
                             "invalid_type")

@@ -78,8 +78,8 @@ async def send_json(send: Send, status: int, payload: Any, headers: list[tuple[b
     await send_bytes(send, status, _encode(payload), _JSON_HEADERS + headers if headers else _JSON_HEADERS)
 
 
-async def send_error(send: Send, error: GatewayError) -> None:
-    headers = list(_JSON_HEADERS)
+async def send_error(send: Send, error: GatewayError, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    headers = [*_JSON_HEADERS, *(headers or ())]
     headers.extend((name.encode(), value.encode()) for name, value in error.headers.items())
     await send_bytes(send, error.status, error.encode(), headers)
 

@@ -51,29 +51,43 @@ class ResponsesSurface:
                     # its connection) never delays the client.
                     await stream.aclose()
 
-            await cancel_on_disconnect(call.receive, _reporting(send, run_stream()))
+            await cancel_on_disconnect(call.receive, _reporting(send, run_stream(), ctx))
         else:
             async def run() -> None:
                 response = await pipeline.create(ctx)
                 await send_json(send, 200, response, _answer_headers(ctx))
 
-            await cancel_on_disconnect(call.receive, _reporting(send, run()))
+            await cancel_on_disconnect(call.receive, _reporting(send, run(), ctx))
 
 
 DROPPED_TOOLS_HEADER = b"x-sluice-dropped-tools"
 _HEADER_UNSAFE = re.compile(r"[^A-Za-z0-9_.:-]")
+_NOT_PRINTABLE = re.compile(r"[^\x20-\x7e]")
+
+
+ROUTE_HEADER = b"x-sluice-route"
 
 
 def _answer_headers(ctx: RequestContext) -> list[tuple[bytes, bytes]]:
-    """Headers of an answer: the hosted tools the serving provider left out, so that a client can tell."""
+    """Headers of an answer: the route that served it, and the hosted tools its provider left out."""
+    headers = _route_header(ctx)
     # Tool types come from the client: only token characters go into a header, and not too many.
     names = [name for name in (_HEADER_UNSAFE.sub("", kind)[:64] for kind in ctx.dropped_tools[:16]) if name]
-    return [(DROPPED_TOOLS_HEADER, ", ".join(names).encode())] if names else []
+    if names:
+        headers.append((DROPPED_TOOLS_HEADER, ", ".join(names).encode()))
+    return headers
 
 
-async def _reporting(send: Send, work: Any) -> None:
+def _route_header(ctx: RequestContext) -> list[tuple[bytes, bytes]]:
+    """`x-sluice-route`: the serving route, or on an error the last one tried (none: no header)."""
+    route = ctx.route or (ctx.attempts[-1].route if ctx.attempts else None)
+    # Model ids come from the config or the client: printable ASCII only, nothing to split a header.
+    return [(ROUTE_HEADER, _NOT_PRINTABLE.sub("", route.label)[:256].encode())] if route is not None else []
+
+
+async def _reporting(send: Send, work: Any, ctx: RequestContext) -> None:
     # Errors must be answered inside the cancellable task: the response belongs to it.
     try:
         await work
     except GatewayError as exc:
-        await send_error(send, exc)
+        await send_error(send, exc, _route_header(ctx))

@@ -31,6 +31,7 @@ from sluice.providers.base import Adapter
 from sluice.routing.catalog import Catalog, Route
 from sluice.routing.policy import DefaultPolicy, RoutingPolicy
 from sluice.routing.router import plan
+from sluice.routing.trace import routing_trace
 from sluice.state.keys import Principal
 
 
@@ -63,6 +64,7 @@ class Pipeline:
         """Serve a non-streaming request: the first route that succeeds answers."""
         result = await self._attempt(ctx, functools.partial(self._whole_answer, ctx))
         attempt = ctx.attempts[-1]
+        ctx.route = attempt.route
         attempt.first_token = now = time.monotonic()
         attempt.succeed(now)
         self.policy.after_attempt(ctx, attempt)
@@ -178,6 +180,7 @@ class Pipeline:
         response = finalize(envelope, result)
         # An unpriced route (an ad-hoc `provider/model`) costs an unknown amount, not nothing.
         response["cost"] = {"total": response_cost(response["usage"], route.price)}
+        response["routing"] = routing_trace(ctx)
         ctx.response = response
         return response
 
