@@ -104,6 +104,8 @@ def _check_tool(tool: dict[str, Any], where: str) -> None:
     shape = _tool_shape(tool["type"])
     if shape is not None:
         _convert(tool, shape, where)
+    if "cache_control" in tool:  # a breakpoint may stand on any tool
+        check_cache_control(tool["cache_control"], f"{where}.cache_control")
     parameters = tool.get("parameters")
     if isinstance(parameters, dict):
         check_schema(parameters, f"{where}.parameters")
