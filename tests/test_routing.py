@@ -282,3 +282,11 @@ def test_pinned_route_that_cannot_serve_is_skipped_and_the_sort_applies() -> Non
     assert order == ["my-bedrock/big-b", "openai-eu/big-1", "my-openai/big-1"]
     order = [r.label for r in plan(parse_request(json.dumps({**body, "tools": tools}).encode()), catalog)]
     assert order == ["openai-eu/big-1", "my-openai/big-1"]
+
+
+def test_config_sort_and_auto_are_validated() -> None:
+    from sluice.config import ConfigError
+    for bad in ("sort: p90_latency", "auto: fastest"):
+        with pytest.raises(ConfigError):
+            catalog_and_config(bad)
+    assert catalog_and_config("sort: performance, auto: performance")[1].auto == "performance"
