@@ -290,3 +290,18 @@ def test_config_sort_and_auto_are_validated() -> None:
         with pytest.raises(ConfigError):
             catalog_and_config(bad)
     assert catalog_and_config("sort: performance, auto: performance")[1].auto == "performance"
+
+
+def test_sdk_stream_refused_before_it_starts_when_nothing_fits(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model="auto", input="x" * 500_000, stream=True)
+    assert caught.value.body["code"] == "context_length_exceeded"
+    assert caught.value.body["param"] == "input"
+
+
+def test_sdk_stream_auto_served_by_the_cheapest(client: openai.OpenAI, replay: ReplayServer) -> None:
+    replay.enqueue(load(FIX / "openai-responses/simonw-llm/test_responses_basic_streaming.yaml")[0])
+    with client.responses.stream(model="auto", input="hi") as stream:
+        final = stream.get_final_response()
+    assert final.model == "my-openai/small-1"
+    assert replay.requests[-1].json["model"] == "small-1"
