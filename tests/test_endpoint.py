@@ -55,6 +55,8 @@ def assert_error(resp: httpx.Response, status: int, param: str | None = None) ->
         ({"model": "gpt-5.2", "input": "hi", "text": {"format": {"type": "yaml"}}}, "text.format.type"),
         ({"model": "gpt-5.2", "input": "hi", "tool_choice": "sometimes"}, "tool_choice"),
         ({"model": "gpt-5.2", "input": "hi", "tools": [{"type": "function"}]}, "tools[0].name"),
+        ({"model": "gpt-5.2", "input": "hi", "tools": [{"type": "custom", "name": "f", "cache_control": 1}]},
+         "tools[0].cache_control"),
         ({"model": "gpt-5.2", "input": "hi", "tools": [{"type": "function", "name": "bad name!"}]}, "tools[0].name"),
         ({"model": "gpt-5.2", "input": [{"role": "robot", "content": "x"}]}, "input[0].role"),
         ({"model": "gpt-5.2", "input": [{"role": "user", "content": 5}]}, "input[0].content"),

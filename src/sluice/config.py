@@ -112,6 +112,8 @@ class RouteConfig(msgspec.Struct, forbid_unknown_fields=True):
     model: str
     price: Price | None = None
     capabilities: list[Capability] | None = None
+    # Static quality rank for `sort: performance` (lower = better); unset: the model's rank.
+    rank: int | None = None
 
 
 class ModelConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -121,6 +123,8 @@ class ModelConfig(msgspec.Struct, forbid_unknown_fields=True):
     context_window: int | None = None
     max_output_tokens: int | None = None
     capabilities: list[Capability] | None = None
+    # Static quality rank for `sort: performance` (lower = better); unranked models come after ranked ones.
+    rank: int | None = None
 
 
 Seconds = Annotated[float, Meta(gt=0)]
@@ -162,6 +166,11 @@ class RoutingConfig(msgspec.Struct, forbid_unknown_fields=True):
     max_fallbacks: int = 16
     # No new attempt starts after this many seconds from the request's arrival.
     deadline: float = 600.0
+    # Default for a request's `routing.model.sort` / `routing.provider.sort` (docs/routing.md);
+    # None keeps the config order. Live-metric sorts are accepted and keep the config order for now.
+    sort: Literal["cost", "performance"] | None = None
+    # How `model: "auto"` picks among the catalog's models: the cheapest for the request, or by rank.
+    auto: Literal["cheapest", "performance"] = "cheapest"
 
 
 Seconds = Annotated[float, msgspec.Meta(gt=0)]

@@ -51,6 +51,7 @@ class _CustomTool(msgspec.Struct):
     name: str
     description: str | None = None
     format: dict[str, Any] | None = None
+    cache_control: _CacheControl | None = None
 
 
 class _NamespaceTool(msgspec.Struct):

@@ -330,7 +330,7 @@ def to_messages(parsed: CanonicalRequest) -> list[dict[str, Any]]:
         elif kind in ("function_call_output", "custom_tool_call_output"):
             output = item["output"]
             if isinstance(output, list):
-                output = "".join(p.get("text", "") for p in output if isinstance(p, dict))
+                output = "".join(part_text(p) or "" for p in output if isinstance(p, dict))
             if item.get("is_error"):
                 output = failed_tool_output(output)  # Chat has no error flag: the text says it
             messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": output})
@@ -461,7 +461,8 @@ def _content_chunks(content: list[Any]) -> list[tuple[str, str]]:
             if isinstance(inner, str):
                 pieces.append(("thinking", inner))
             else:
-                text = "".join(p.get("text", "") for p in inner or () if isinstance(p, dict))
+                text = "".join(p["text"] for p in inner if isinstance(p, dict) and isinstance(p.get("text"), str)) \
+                    if isinstance(inner, list) else ""
                 pieces.append(("thinking", text))
         elif chunk.get("type") == "text" and isinstance(chunk.get("text"), str):
             pieces.append(("text", chunk["text"]))

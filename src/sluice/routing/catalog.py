@@ -27,6 +27,25 @@ ALL_CAPABILITIES = frozenset({
 })
 
 
+# The reference's provider names and aliases (`routing.provider.fallbacks`): family -> (its names,
+# the wire type whose providers belong to it, if any). docs/routing.md has the table.
+PROVIDER_FAMILIES: dict[str, tuple[frozenset[str], str | None]] = {
+    "openai": (frozenset({"openai", "open-ai", "oai"}), "openai"),
+    "anthropic": (frozenset({"anthropic", "anthropic-ai"}), "anthropic"),
+    "azure": (frozenset({"azure", "microsoft", "microsoft-azure", "ms-azure"}), None),
+    "bedrock": (frozenset({"bedrock", "aws", "aws-bedrock", "amazon", "amazon-bedrock"}), "bedrock"),
+    "xai": (frozenset({"xai", "x-ai", "grok"}), None),
+    "cohere": (frozenset({"cohere"}), None),
+    "mistral": (frozenset({"mistral", "mistralai"}), None),
+    "vertex": (frozenset({"vertex", "google-vertex", "vertex-ai", "gemini", "google"}), "gemini"),
+    "cloudflare": (frozenset({"cloudflare", "cf", "cloudflare-ai"}), None),
+    "huggingface": (frozenset({"huggingface", "hf", "hugging-face"}), None),
+}
+_FAMILY_OF = {alias: family for family, (names, _) in PROVIDER_FAMILIES.items() for alias in names}
+# Provider names matched word by word (`my-open-ai` has no word "open-ai"): the aliases without a dash.
+PROVIDER_FAMILIES = {family: (frozenset(n for n in names if "-" not in n), wire)
+                     for family, (names, wire) in PROVIDER_FAMILIES.items()}
+
 _UPSTREAM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+/-]*$")
 
 
@@ -39,6 +58,9 @@ class Route:
     price: Price | None
     capabilities: frozenset[str]
     canonical: str
+    context_window: int | None = None  # the model's, in tokens; None: unknown (never skipped for size)
+    rank: int | None = None  # the route's static rank (`sort: performance`), else None
+    model_rank: int | None = None  # the model's static rank
 
     @property
     def label(self) -> str:
@@ -134,13 +156,43 @@ class Catalog:
                 continue  # a built-in route whose provider is not enabled here
             caps = frozenset(route.capabilities) if route.capabilities is not None else base_caps
             routes.append(Route(route.provider, route.model, route.price,
-                                caps if caps is not None else ALL_CAPABILITIES, name))
+                                caps if caps is not None else ALL_CAPABILITIES, name,
+                                model.context_window, route.rank, model.rank))
         owned_by = model.owned_by or (model.routes[0].provider if model.routes else "sluice")
         return ModelEntry(name, list(model.aliases), owned_by, model.context_window, model.max_output_tokens,
                           base_caps, tuple(routes))
 
     def provider_name(self, name: str) -> str | None:
         return self._provider_names.get(name.lower())
+
+    def providers_named(self, name: str) -> list[str]:
+        """The configured providers a `routing.provider.fallbacks` entry means, in config order.
+
+        A configured provider name or alias means that provider alone. Otherwise a provider family
+        of the reference (`openai`, `aws`, `grok`, ...; `PROVIDER_FAMILIES`) means every configured
+        provider of that family: whose wire `type` is the family's (anthropic, bedrock, gemini,
+        openai), or whose name has the family's name as a word (`my-xai`, `mistral-eu`).
+        """
+        exact = self.provider_name(name)
+        if exact is not None:
+            return [exact]
+        family = _FAMILY_OF.get(name.lower())
+        if family is None:
+            return []
+        words, wire = PROVIDER_FAMILIES[family]
+        found = []
+        for pname, provider in self.providers.items():
+            tokens = set(re.split(r"[^a-z0-9]+", pname.lower()))
+            if provider.type == wire or tokens & words:
+                found.append(pname)
+        return found
+
+    def pinned_provider(self, name: str) -> str | None:
+        """The provider a `provider/model` name pins, or None for a plain model name."""
+        if self._names.get(name.lower()) is not None:
+            return None
+        prefix, slash, rest = name.partition("/")
+        return self.provider_name(prefix) if slash and rest else None
 
     def lookup(self, name: str) -> ModelEntry | None:
         return self._names.get(name.lower())

@@ -1,16 +1,20 @@
 """Which routes may serve a request, in the order to try them.
 
-Today: the model's routes (a pinned provider first), then those of `routing.model.fallbacks`,
-keeping only routes whose declared capabilities cover what the request uses. Live-metric sorting,
-cooldowns and retries plug in here.
+The model's routes (a pinned provider first), then those of `routing.model.fallbacks` (or every
+model for `model: "auto"`), keeping only routes whose declared capabilities and context window
+cover the request; ordered by `routing.model.sort` / `routing.provider.sort` (cost, performance)
+and restricted by `routing.provider.fallbacks`. Semantics and examples: docs/routing.md.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from sluice.canonical.request import CanonicalRequest
-from sluice.errors import GatewayError, InvalidRequest
+from sluice.accounting.estimate import estimate_usage
+from sluice.canonical.request import CanonicalRequest, ProviderRouting
+from sluice.config import RoutingConfig
+from sluice.errors import GatewayError, InvalidRequest, NotFound
 from sluice.routing.catalog import Catalog, Route
 
 # capability -> (param to name in the error, what it is)
@@ -50,34 +54,165 @@ def required_capabilities(parsed: CanonicalRequest) -> list[str]:
     return needs
 
 
-def plan(parsed: CanonicalRequest, catalog: Catalog) -> Sequence[Route]:
-    """Candidate routes in order; raises `NotFound` / `InvalidRequest` when there are none."""
-    unique = catalog.resolve(parsed.req.model)
-    routing = parsed.req.routing
-    if routing is not None and routing.model is not None and routing.model.fallbacks:
-        routes = list(unique)
-        for i, fallback in enumerate(routing.model.fallbacks):
+def plan(parsed: CanonicalRequest, catalog: Catalog, config: RoutingConfig | None = None) -> Sequence[Route]:
+    """Candidate routes in order; raises `NotFound` / `InvalidRequest` when there are none.
+
+    The semantics, with examples, are in docs/routing.md.
+    """
+    req = parsed.req
+    routing = req.routing
+    config = config or _DEFAULT_CONFIG
+    auto = req.model.lower() == AUTO and catalog.lookup(req.model) is None
+    if routing is None and not auto and config.sort is None:
+        routes = catalog.resolve(req.model)
+        if len(routes) <= 1:
+            return _able(parsed, routes, None)  # one route: nothing to order, the upstream judges its size
+    model_routing = routing.model if routing is not None else None
+    provider_routing = routing.provider if routing is not None else None
+    # One group of routes per model, in the order asked: the model (a pinned provider first), then
+    # each of routing.model.fallbacks; for "auto", every model of the catalog.
+    groups: list[list[Route]]
+    pinned = 0
+    if auto:
+        groups = [list(entry.routes) for entry in catalog.models.values()]
+        if not groups:
+            raise NotFound("No model is configured, so `auto` has nothing to choose from.", param="model",
+                           code="model_not_found")
+    else:
+        first = list(catalog.resolve(req.model))
+        pin = catalog.pinned_provider(req.model)
+        if pin is not None:
+            pinned = sum(1 for route in first if route.provider == pin)
+        groups = [first]
+    if model_routing is not None:
+        for i, fallback in enumerate(model_routing.fallbacks):
             try:
-                routes += catalog.resolve(fallback)
+                groups.append(list(catalog.resolve(fallback)))
             except GatewayError as exc:
                 exc.param = f"routing.model.fallbacks[{i}]"
                 raise
-        seen: set[tuple[str, str]] = set()
-        unique = []
-        for route in routes:
-            key = (route.provider, route.model)
-            if key not in seen:
-                seen.add(key)
-                unique.append(route)
+    allowed = _provider_fallbacks(provider_routing, catalog)
+    model_sort = (model_routing.sort if model_routing is not None else None) or config.sort
+    provider_sort = (provider_routing.sort if provider_routing is not None else None) or config.sort
+    if auto and model_sort is None:
+        model_sort = "cost" if config.auto == "cheapest" else "performance"
+    model_sort, provider_sort = _known(model_sort), _known(provider_sort)
+
+    estimate = _Estimate(parsed)
+    all_routes = [route for group in groups for route in group]
+    candidates = _able(parsed, all_routes, estimate, auto=auto)
+    keep = {id(route) for route in candidates}
+    seen: set[tuple[str, str]] = set()
+    kept_groups: list[list[Route]] = []
+    kept_pinned = 0
+    for index, group in enumerate(groups):
+        fixed = pinned if index == 0 else 0
+        head = [r for r in group[:fixed] if id(r) in keep]
+        tail = [r for r in group[fixed:] if id(r) in keep]
+        if index == 0:
+            kept_pinned = len(head)
+        if provider_sort is not None:
+            tail.sort(key=lambda route: _key(provider_sort, route, estimate, model_level=False))
+        ordered = []
+        for route in head + tail:
+            if (route.provider, route.model) not in seen:
+                seen.add((route.provider, route.model))
+                ordered.append(route)
+        kept_groups.append(ordered)
+    fixed_head = kept_groups[0][:kept_pinned]
+    rest = [route for group in kept_groups for route in group][len(fixed_head):]
+    if model_sort is not None:
+        # Across every candidate route; ties keep the order above (provider.sort within a model).
+        rest.sort(key=lambda route: _key(model_sort, route, estimate, model_level=True))
+    ordered = fixed_head + rest
+    if allowed is not None and len(ordered) > 1:
+        later = ordered[1:]
+        ordered = ordered[:1]
+        for names in allowed:
+            ordered += [route for route in later if route.provider in names and route not in ordered]
+    return ordered
+
+
+AUTO = "auto"
+# Output tokens assumed for `sort: cost` when the request sets no max_output_tokens.
+DEFAULT_OUTPUT_TOKENS = 1000
+_DEFAULT_CONFIG = RoutingConfig()
+
+
+def _known(sort: str | None) -> str | None:
+    """The sorts implemented today; live-metric sorts are accepted and keep the config order."""
+    return sort if sort in ("cost", "performance") else None
+
+
+class _Estimate:
+    """The request's token counts, estimated once and only when asked (characters / 4)."""
+
+    def __init__(self, parsed: CanonicalRequest) -> None:
+        self.parsed = parsed
+        self._input: int | None = None
+
+    @property
+    def input_tokens(self) -> int:
+        if self._input is None:
+            self._input = estimate_usage(self.parsed, [])["input_tokens"]
+        return self._input
+
+    @property
+    def output_tokens(self) -> int:
+        return self.parsed.req.max_output_tokens or DEFAULT_OUTPUT_TOKENS
+
+    def needed(self) -> int:
+        return self.input_tokens + (self.parsed.req.max_output_tokens or 0)
+
+
+def _key(sort: str, route: Route, estimate: _Estimate, *, model_level: bool) -> tuple[Any, ...]:
+    if sort == "cost":
+        price = route.price
+        if price is None:
+            return (1, 0.0)
+        return (0, estimate.input_tokens * price.input + estimate.output_tokens * price.output)
+    first, second = (route.model_rank, route.rank) if model_level else (route.rank, route.model_rank)
+    if not model_level and first is None:
+        first, second = second, None
+    return (first is None, first or 0, second is None, second or 0)
+
+
+def _provider_fallbacks(provider: ProviderRouting | None, catalog: Catalog) -> list[set[str]] | None:
+    if provider is None or not provider.fallbacks:
+        return None
+    allowed = []
+    for i, name in enumerate(provider.fallbacks):
+        names = catalog.providers_named(name)
+        if not names:
+            raise InvalidRequest(f"Unknown provider {name!r}: it is neither a configured provider nor a provider "
+                                 "alias matching one.", param=f"routing.provider.fallbacks[{i}]",
+                                 code="invalid_value")
+        allowed.append(set(names))
+    return allowed
+
+
+def _able(parsed: CanonicalRequest, routes: Sequence[Route], estimate: _Estimate | None, *,
+          auto: bool = False) -> Sequence[Route]:
+    """The routes that can do what the request needs: capabilities, then the context window."""
     needs = required_capabilities(parsed)
-    if not needs:
-        return unique
-    able = [route for route in unique if route.capabilities.issuperset(needs)]
-    if able:
+    able = [route for route in routes if route.capabilities.issuperset(needs)] if needs else list(routes)
+    if not able:
+        first = routes[0] if routes else None
+        missing = next((need for need in needs if first is None or need not in first.capabilities), needs[0])
+        param, what = _NEEDS[missing]
+        if missing == "logprobs" and parsed.req.top_logprobs:
+            param = "top_logprobs"
+        subject = "any model of the catalog" if auto else f"model '{parsed.req.model}'"
+        raise InvalidRequest(f"{what} is not supported by {subject}.", param=param, code="unsupported_parameter")
+    if estimate is None or all(route.context_window is None for route in able):
         return able
-    missing = next(need for need in needs if need not in unique[0].capabilities)
-    param, what = _NEEDS[missing]
-    if missing == "logprobs" and parsed.req.top_logprobs:
-        param = "top_logprobs"
-    raise InvalidRequest(f"{what} is not supported by model '{parsed.req.model}'.", param=param,
-                         code="unsupported_parameter")
+    needed = estimate.needed()
+    fits = [route for route in able if route.context_window is None or route.context_window >= needed]
+    if fits:
+        return fits
+    largest = max(route.context_window or 0 for route in able)
+    subject = "any model of the catalog that can serve it" if auto else f"model '{parsed.req.model}'"
+    raise InvalidRequest(
+        f"This request needs about {needed} tokens (input estimated at 4 characters a token, plus "
+        f"max_output_tokens), more than the context window of {subject} (at most {largest} tokens).",
+        param="input", code="context_length_exceeded")
