@@ -849,8 +849,7 @@ def test_overloaded_mid_stream(gw: RunningGateway, upstream: ReplayServer) -> No
     assert "response.output_text.delta" in kinds
     assert kinds[-2:] == ["error", "response.failed"]
     assert events[-2]["code"] == "overloaded"
-    # response.failed is the gateway's (its error.code "upstream_stream_error" is outside the SDK's
-    # ResponseError literal: a gateway.py matter); everything the adapter produced must validate.
+    # response.failed is the pipeline's (pipeline/stream.py); everything the adapter produced must validate.
     for event in events[:-1]:
         _EVENT.validate_python(sdk_compatible(event))
 
