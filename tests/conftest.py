@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 import uvicorn
@@ -80,6 +82,20 @@ models:
       - provider: replay-chat
         model: small
 """
+
+
+def wait_for_health(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    """Until a `sluice serve` process answers `GET /health`; fails if it exits or takes too long."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "the gateway did not come up"
+        assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else "the gateway exited"
+        time.sleep(0.1)
 
 
 def _free_port() -> int:

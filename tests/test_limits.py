@@ -26,7 +26,7 @@ from sluice.canonical.limits import check_input_counts, check_json_shape
 from sluice.config import ServerConfig, parse_config
 from sluice.errors import InvalidRequest, PayloadTooLarge
 from sluice.http.server import auto_max_connections, resolve_limits
-from tests.conftest import MASTER_KEY, RunningGateway, _free_port, running_gateway
+from tests.conftest import MASTER_KEY, RunningGateway, _free_port, running_gateway, wait_for_health
 
 LIMITED = """
 database: sqlite:///{db}
@@ -240,15 +240,7 @@ def test_serve_raises_the_descriptor_limit(tmp_path: Path) -> None:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=lower_soft_limit,
                             start_new_session=True)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline and proc.poll() is None, "the gateway did not come up"
-            time.sleep(0.1)
+        wait_for_health(port, proc)
         limits = Path(f"/proc/{proc.pid}/limits").read_text()
         line = next(line for line in limits.splitlines() if line.startswith("Max open files"))
         assert line.split()[3:5] == [str(hard), str(hard)]

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.conftest import wait_for_health
+
 
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -28,16 +30,7 @@ def test_serve_with_two_workers(tmp_path: Path) -> None:
                              "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the gateway did not come up"
-            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-            time.sleep(0.2)
+        wait_for_health(port, proc)
         children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
         assert len(children) >= 2, "expected one process per worker"
         resp = httpx.get(f"http://127.0.0.1:{port}/v1/models", headers={"authorization": "Bearer sk-test-serve"})

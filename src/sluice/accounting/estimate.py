@@ -16,7 +16,7 @@ from sluice.canonical.texts import map_texts
 _CHARS_PER_TOKEN = 4
 
 
-def tokens(characters: int) -> int:
+def tokens_for(characters: int) -> int:
     return -(-characters // _CHARS_PER_TOKEN)  # rounded up: any text is at least one token
 
 
@@ -31,7 +31,7 @@ def estimate_usage(request: CanonicalRequest, output: list[dict[str, Any]]) -> d
 
     map_texts(request, count)
     produced = sum(len(text) for item in output for text in _texts(item))
-    input_tokens, output_tokens = tokens(seen), tokens(produced)
+    input_tokens, output_tokens = tokens_for(seen), tokens_for(produced)
     return {"input_tokens": input_tokens, "output_tokens": output_tokens,
             "total_tokens": input_tokens + output_tokens}
 

@@ -202,7 +202,8 @@ def _fail(param: str, message: str, code: str = "invalid_value") -> InvalidReque
 # --- input items -------------------------------------------------------------------------------
 
 _ROLES = frozenset({"user", "assistant", "system", "developer"})
-_TEXT_PARTS = {"input_text": "text", "output_text": "text", "refusal": "refusal", "summary_text": "text",
+# Text-bearing content part type -> the key that holds its text.
+TEXT_PART_FIELDS = {"input_text": "text", "output_text": "text", "refusal": "refusal", "summary_text": "text",
                "reasoning_text": "text"}
 # The input item types of OpenAI's Responses API (`InputItem`); anything else is a typo or a
 # newer type, refused by name rather than silently mistranslated.
@@ -300,7 +301,7 @@ def _check_part(part: Any, where: str) -> None:
     if "cache_control" in part:
         check_cache_control(part["cache_control"], f"{where}.cache_control")
     kind = part["type"]
-    field = _TEXT_PARTS.get(kind)
+    field = TEXT_PART_FIELDS.get(kind)
     if field is not None:
         _require_str(part, (field,), where)
     elif kind == "input_image":

@@ -50,10 +50,6 @@ _GATEWAY_FIELDS = frozenset({"id", "object", "model", "created_at", "usage", "co
 _UPSTREAM_FIELDS = frozenset({"status", "output", "error", "incomplete_details"})
 
 
-def empty_usage() -> dict[str, Any]:
-    return normalize_usage(None)
-
-
 def normalize_usage(usage: dict[str, Any] | None) -> dict[str, Any]:
     """Usage in the canonical shape, every counter present.
 

@@ -12,18 +12,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sluice.canonical.request import CanonicalRequest
+from sluice.canonical.request import TEXT_PART_FIELDS, CanonicalRequest
 
 TextMap = Callable[[str], str]
 
-# Content-part type -> the key that holds its text.
-_PART_TEXT = {"input_text": "text", "output_text": "text", "text": "text", "refusal": "refusal",
-              "summary_text": "text", "reasoning_text": "text"}
 
 
 def part_text(part: dict[str, Any]) -> str | None:
     """The text a content part carries, by its type (validated at the edge); None for non-text parts."""
-    key = _PART_TEXT.get(part.get("type"))  # type: ignore[arg-type]
+    key = TEXT_PART_FIELDS.get(part.get("type"))  # type: ignore[arg-type]
     value = part.get(key) if key is not None else None
     return value if isinstance(value, str) else None
 
@@ -42,7 +39,7 @@ def map_texts(request: CanonicalRequest, fn: TextMap) -> CanonicalRequest:
 def _parts(parts: list[Any], fn: TextMap) -> list[Any]:
     out = []
     for part in parts:
-        key = _PART_TEXT.get(part.get("type")) if isinstance(part, dict) else None
+        key = TEXT_PART_FIELDS.get(part.get("type")) if isinstance(part, dict) else None
         if key is not None and isinstance(part.get(key), str):
             part = {**part, key: fn(part[key])}
         out.append(part)

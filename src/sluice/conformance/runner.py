@@ -139,10 +139,6 @@ def summary(report: Report) -> str:
     return f"{line}\nFAILED: {', '.join(report.failed)}" if report.failed else line
 
 
-def render_table(report: Report) -> str:
-    return "\n".join([header(report), *(row(r) for r in report.results), "", summary(report)])
-
-
 # --- the command --------------------------------------------------------------------------------
 
 

@@ -106,11 +106,6 @@ class Authenticator:
         self._ready_until = 0.0
         self._ready_lock = asyncio.Lock()
 
-    @property
-    def require_auth(self) -> bool:
-        """Whether keys are known to be required (False also while open but not rechecked)."""
-        return self._required
-
     async def start(self) -> None:
         """Find out whether the gateway is open. A database that cannot answer yet is not fatal."""
         try:

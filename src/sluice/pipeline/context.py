@@ -81,7 +81,3 @@ class RequestContext:
         now = time.monotonic()
         return cls(caller=caller, client_request=request, request=request, response_id=new_id("resp"),
                    created_at=int(time.time()), arrived=now, deadline=now + deadline_seconds)
-
-    @property
-    def stream(self) -> bool:
-        return self.client_request.stream

@@ -7,8 +7,7 @@ both, so they are made here once.
 
 from __future__ import annotations
 
-# Characters per token for the reasoning-token estimate (English prose averages about four).
-CHARS_PER_TOKEN = 4
+from sluice.accounting.estimate import tokens_for
 
 
 class HeldPreamble:
@@ -53,6 +52,4 @@ def estimate_reasoning_tokens(characters: int, output_tokens: int) -> int:
     (which include reasoning). An estimate, documented as such: Claude 4's thinking text is a
     summary of the thinking it is billed for, so the true count is usually higher.
     """
-    if characters <= 0:
-        return 0
-    return min(-(-characters // CHARS_PER_TOKEN), output_tokens)
+    return min(tokens_for(characters), output_tokens) if characters > 0 else 0

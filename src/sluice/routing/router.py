@@ -11,7 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sluice.accounting.estimate import estimate_usage
+import msgspec
+
+from sluice.accounting.estimate import estimate_usage, tokens_for
 from sluice.canonical.request import CanonicalRequest, ProviderRouting
 from sluice.config import RoutingConfig
 from sluice.errors import GatewayError, InvalidRequest, NotFound
@@ -133,6 +135,7 @@ def plan(parsed: CanonicalRequest, catalog: Catalog, config: RoutingConfig | Non
     return ordered
 
 
+_encode = msgspec.json.encode
 AUTO = "auto"
 # Output tokens assumed for `sort: cost` when the request sets no max_output_tokens.
 DEFAULT_OUTPUT_TOKENS = 1000
@@ -163,6 +166,17 @@ class _Estimate:
 
     def needed(self) -> int:
         return self.input_tokens + (self.parsed.req.max_output_tokens or 0)
+
+    def surely_below(self, tokens: int) -> bool:
+        """Whether `needed()` is below `tokens` for certain, without walking the request's texts.
+
+        Every text the estimate counts is in the request's JSON, one byte or more per character,
+        so the encoded size bounds it; encoding is C-speed, where the walk copies in Python.
+        """
+        req = self.parsed.req
+        size = len(_encode(self.parsed.items)) + len(req.instructions or "") + (len(_encode(req.tools))
+                                                                                if req.tools else 0)
+        return tokens_for(size) + (req.max_output_tokens or 0) < tokens
 
 
 def _key(sort: str, route: Route, estimate: _Estimate, *, model_level: bool) -> tuple[Any, ...]:
@@ -204,7 +218,8 @@ def _able(parsed: CanonicalRequest, routes: Sequence[Route], estimate: _Estimate
             param = "top_logprobs"
         subject = "any model of the catalog" if auto else f"model '{parsed.req.model}'"
         raise InvalidRequest(f"{what} is not supported by {subject}.", param=param, code="unsupported_parameter")
-    if estimate is None or all(route.context_window is None for route in able):
+    windows = [route.context_window for route in able if route.context_window is not None]
+    if estimate is None or not windows or estimate.surely_below(min(windows)):
         return able
     needed = estimate.needed()
     fits = [route for route in able if route.context_window is None or route.context_window >= needed]

@@ -25,7 +25,7 @@ def _attempt(attempt: Attempt) -> dict[str, Any]:
         "provider": attempt.route.provider,
         "model": attempt.route.model,
         "outcome": attempt.outcome,
-        "status": error.status if error is not None else (200 if attempt.outcome == "ok" else None),
+        "status": 200 if attempt.outcome == "ok" else attempt.status,
         "error_code": error.code if error is not None else None,
         "latency_ms": round((ended - attempt.started) * 1000, 1) if ended is not None else None,
         "ttft_ms": round((first - attempt.started) * 1000, 1) if first is not None else None,
