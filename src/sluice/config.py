@@ -150,12 +150,41 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
     max_content_parts: Annotated[int, Meta(gt=0)] = 10_000  # content parts of all input items together
 
 
+class CooldownConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """When a failing route is taken out of rotation (routing/health.py, docs/routing.md)."""
+
+    enabled: bool = True
+    # Consecutive failures that open the route's cooldown.
+    failures: Annotated[int, Meta(ge=1)] = 3
+    # Or: this share of failures among at least `min_requests` attempts within `window` seconds.
+    error_rate: Annotated[float, Meta(gt=0, le=1)] = 0.5
+    min_requests: Annotated[int, Meta(ge=1)] = 10
+    window: Annotated[float, Meta(gt=0)] = 60.0
+    # The first cooldown; doubled each time a half-open probe fails, up to `max_duration`.
+    duration: Annotated[float, Meta(gt=0)] = 30.0
+    max_duration: Annotated[float, Meta(gt=0)] = 300.0
+
+
+class AffinityConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Cache affinity: requests sharing a prompt prefix stick to the route that served the last one."""
+
+    enabled: bool = True
+    # How long a route stays preferred after serving: the provider's cache lifetime
+    # (5 minutes; an hour when the request asks `cache_control.ttl: 1h`).
+    ttl: Annotated[float, Meta(gt=0)] = 300.0
+    ttl_1h: Annotated[float, Meta(gt=0)] = 3600.0
+    # Most remembered prefixes per process (least recently used go first).
+    max_entries: Annotated[int, Meta(ge=1)] = 100_000
+    # Derive a `prompt_cache_key` from the API key (and `user`) when the request sends none.
+    derive_prompt_cache_key: bool = True
+
+
 class RoutingConfig(msgspec.Struct, forbid_unknown_fields=True):
     """How one request moves through its candidate routes."""
 
     # Retries of a route after a failure it calls retryable (429, 5xx, a broken connection),
     # before the next candidate is tried.
-    retries: int = 0
+    retries: Annotated[int, Meta(ge=0)] = 1
     # First pause before a retry, doubled each time, with jitter; a Retry-After sets it instead.
     retry_backoff: float = 0.25
     # A Retry-After longer than this is not waited for: the next candidate is tried instead.
@@ -171,6 +200,13 @@ class RoutingConfig(msgspec.Struct, forbid_unknown_fields=True):
     sort: Literal["cost", "performance"] | None = None
     # How `model: "auto"` picks among the catalog's models: the cheapest for the request, or by rank.
     auto: Literal["cheapest", "performance"] = "cheapest"
+    # The window live-metric sorts read when a request gives no `routing.provider.interval`.
+    interval: str = "15m"
+    # Share of requests that try a route with no measurements yet first (live-metric sorts), so a
+    # new or recovered route is measured instead of starved.
+    explore: Annotated[float, Meta(ge=0, le=1)] = 0.05
+    cooldown: CooldownConfig = msgspec.field(default_factory=CooldownConfig)
+    affinity: AffinityConfig = msgspec.field(default_factory=AffinityConfig)
 
 
 Seconds = Annotated[float, msgspec.Meta(gt=0)]

@@ -1,0 +1,125 @@
+"""Route health: a route that keeps failing is taken out of rotation, then probed back in.
+
+Per route label (`provider/model`), a small circuit breaker:
+
+- **closed** (in rotation): failures are counted. `failures` consecutive ones, or an error share
+  of `error_rate` among at least `min_requests` attempts within `window` seconds, open it.
+- **open** (cooling down): the attempt loop skips the route (trace outcome "cooldown") for
+  `duration` seconds, doubled each time it opens again without a success in between, up to
+  `max_duration`.
+- **half-open**: once the cooldown is over, one request at a time may probe the route; a success
+  closes it, a failure opens it again for longer.
+
+A 429 with `Retry-After` puts the route in cooldown for exactly that long: the provider said when
+to come back. Cooldown ends are wall-clock times, so `routing/shared.py` can share them between
+replicas (`changes` / `apply_remote`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from sluice.config import CooldownConfig
+from sluice.errors import CLIENT_FAULT, UpstreamError
+
+# Statuses that say nothing about the route's health: the request's fault, or the client leaving.
+_NOT_THE_ROUTE = CLIENT_FAULT | {499}
+
+RATE_LIMITED = "rate_limited"
+FAILING = "failing"
+
+
+@dataclass(slots=True)
+class _Route:
+    consecutive: int = 0
+    until: float = 0.0  # wall clock: end of the current cooldown (0: none)
+    reason: str = ""  # why the cooldown: RATE_LIMITED or FAILING
+    strikes: int = 0  # cooldowns opened since the last success (for the doubling)
+    probe_until: float = 0.0  # wall clock: a half-open probe is in flight until then
+    recent: deque[tuple[float, bool]] = field(default_factory=deque)  # (time, ok) within the window
+    recent_failures: int = 0
+
+
+class RouteHealth:
+    def __init__(self, config: CooldownConfig) -> None:
+        self.config = config
+        self._routes: dict[str, _Route] = {}
+        # Cooldowns opened here and not yet shared: (label, until, reason).
+        self.changes: list[tuple[str, float, str]] = []
+
+    @staticmethod
+    def counts(error: UpstreamError) -> bool:
+        """Whether a failure is the route's (a context-length or malformed request is not)."""
+        return error.status not in _NOT_THE_ROUTE and error.code != "context_length_exceeded"
+
+    def cooling(self, label: str, now: float | None = None) -> tuple[str, float] | None:
+        """(reason, seconds left) when the route must be skipped now; None when it may be tried.
+
+        Past a cooldown, the first caller becomes the half-open probe and is let through; others
+        skip the route until the probe's answer (or its time) is in.
+        """
+        state = self._routes.get(label)
+        if state is None or not state.until or not self.config.enabled:
+            return None
+        now = time.time() if now is None else now
+        if now < state.until:
+            return state.reason, state.until - now
+        if now < state.probe_until:
+            return state.reason, state.probe_until - now
+        state.probe_until = now + self.config.duration  # this caller probes
+        return None
+
+    def success(self, label: str) -> None:
+        state = self._routes.get(label)
+        if state is None:
+            return  # a route that never failed: nothing to track
+        state.consecutive = 0
+        state.strikes = 0
+        state.until = state.probe_until = 0.0
+        self._remember(state, time.time(), True)
+
+    def failure(self, label: str, error: UpstreamError) -> None:
+        if not self.config.enabled or not self.counts(error):
+            return
+        now = time.time()
+        state = self._routes.get(label)
+        if state is None:
+            state = self._routes[label] = _Route()
+        state.consecutive += 1
+        self._remember(state, now, False)
+        if error.status == 429 and error.retry_after:
+            self._open(label, state, now + error.retry_after, RATE_LIMITED)
+            return
+        config = self.config
+        probing = state.until and now >= state.until  # a half-open probe failed
+        total = len(state.recent)
+        if probing or state.consecutive >= config.failures or (
+                total >= config.min_requests and state.recent_failures >= config.error_rate * total):
+            duration = min(config.duration * 2 ** state.strikes, config.max_duration)
+            state.strikes += 1
+            self._open(label, state, now + duration, FAILING)
+
+    def apply_remote(self, label: str, until: float, reason: str) -> None:
+        """A cooldown another replica opened."""
+        state = self._routes.get(label)
+        if state is None:
+            state = self._routes[label] = _Route()
+        if until > state.until:
+            state.until, state.reason, state.probe_until = until, reason, 0.0
+
+    def _open(self, label: str, state: _Route, until: float, reason: str) -> None:
+        state.until, state.reason, state.probe_until = until, reason, 0.0
+        state.consecutive = 0
+        self.changes.append((label, until, reason))
+
+    def _remember(self, state: _Route, now: float, ok: bool) -> None:
+        recent = state.recent
+        recent.append((now, ok))
+        if not ok:
+            state.recent_failures += 1
+        horizon = now - self.config.window
+        while recent and recent[0][0] < horizon:
+            if not recent.popleft()[1]:
+                state.recent_failures -= 1
