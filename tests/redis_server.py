@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -80,9 +81,19 @@ class PrivateRedis:
     def stop(self) -> None:
         """As an outage looks from the gateway: the server is gone at once, connections reset."""
         if self.proc is not None:
+            self.proc.send_signal(signal.SIGCONT)  # a frozen server would not die of SIGKILL any later
             self.proc.kill()
             self.proc.wait(timeout=10)
             self.proc = None
+
+    def freeze(self) -> None:
+        """A hung server (SIGSTOP): connections stay open and nothing answers, as behind a partition."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
 
     def client(self) -> redis.Redis:
         return redis.Redis(port=self.port, socket_timeout=2, socket_connect_timeout=2, decode_responses=True,

@@ -8,15 +8,19 @@ reaches the others when Redis is back, and a gateway started while Redis is down
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from sluice.routing import shared as shared_module
+from tests.conftest import MASTER_KEY, RunningGateway, running_gateway
 from tests.redis_server import PrivateRedis, private_redis
+from tests.route_upstream import RouteUpstream
 from tests.test_replicas import LABEL, Recorder, fail, live, replica, run, until
 
 
@@ -115,3 +119,98 @@ def test_stop_is_quick_with_redis_down(server: PrivateRedis) -> None:
         assert time.monotonic() - started < 1.0
 
     run(test)
+
+
+# --- a gateway -----------------------------------------------------------------------------------
+
+GATEWAY_CONFIG = """
+database: sqlite:///{db}
+redis: {redis}
+master_key: {master}
+builtin_catalog: false
+routing: {{retries: 0, cooldown: {{failures: 2}}}}
+providers:
+  r1: {{type: openai-chat, base_url: "{upstream}/r1/v1", api_key: sk-upstream-0000}}
+  r2: {{type: openai-chat, base_url: "{upstream}/r2/v1", api_key: sk-upstream-0000}}
+models:
+  m:
+    routes: [{{provider: r1, model: m}}, {{provider: r2, model: m}}]
+"""
+
+
+@contextlib.contextmanager
+def gateway(server: PrivateRedis, tmp_path: Path) -> Iterator[tuple[RunningGateway, RouteUpstream]]:
+    with RouteUpstream() as upstream, running_gateway(GATEWAY_CONFIG.format(
+            db=tmp_path / "sluice.db", redis=server.url, master=MASTER_KEY, upstream=upstream.url)) as running:
+        yield running, upstream
+
+
+def ask(gw: RunningGateway) -> tuple[dict, float]:
+    """One request: the Response and how long it took (it must never depend on Redis)."""
+    started = time.monotonic()
+    resp = httpx.post(f"{gw.url}/v1/responses", json={"model": "m", "input": "hi"},
+                      headers={"authorization": f"Bearer {MASTER_KEY}"}, timeout=30)
+    took = time.monotonic() - started
+    assert resp.status_code == 200, resp.text
+    return resp.json(), took
+
+
+def health(gw: RunningGateway) -> dict:
+    return httpx.get(f"{gw.url}/health", timeout=5).json()
+
+
+def poll(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+# Upstream answers are instant: a request is milliseconds. One that waited on Redis would take
+# at least its timeout (0.5 s); a stopped server is refused at once, a frozen one never answers.
+FAST = 0.4
+
+
+def test_requests_keep_succeeding_through_an_outage(server: PrivateRedis, tmp_path: Path) -> None:
+    with gateway(server, tmp_path) as (gw, upstream):
+        assert health(gw) == {"status": "ok", "redis": "ok"}
+        for _ in range(5):
+            ask(gw)
+
+        server.freeze()  # a hung server: connections open, nothing answers
+        for _ in range(10):
+            assert ask(gw)[1] < FAST
+        poll(lambda: health(gw)["redis"] == "unavailable", 5, "the hung server was not noticed")
+        for _ in range(10):
+            assert ask(gw)[1] < FAST
+        server.thaw()
+        poll(lambda: health(gw)["redis"] == "ok", 5, "sharing did not resume after the server thawed")
+
+        server.stop()  # gone: connections refused
+        upstream.failing.add("r1")  # a cooldown opened during the outage is kept for later
+        for _ in range(10):
+            response, took = ask(gw)
+            assert took < FAST
+        assert [a["outcome"] for a in response["routing"]["attempts"]] == ["cooldown", "ok"]
+        poll(lambda: health(gw)["redis"] == "unavailable", 5, "the outage was not noticed")
+        assert httpx.get(f"{gw.url}/ready", timeout=5).status_code == 200  # Redis is optional
+
+        server.start()  # same port, empty: what was learned meanwhile is sent again
+        poll(lambda: health(gw)["redis"] == "ok", 5, "sharing did not resume")
+        client = server.client()
+        poll(lambda: any("\tr1/m\t" in member for member in client.zrange("sluice:cooldowns", 0, -1)), 5,
+             "the cooldown opened during the outage never reached Redis")
+        client.close()
+
+
+def test_a_gateway_started_while_redis_is_down_serves(server: PrivateRedis, tmp_path: Path) -> None:
+    server.stop()
+    started = time.monotonic()
+    with gateway(server, tmp_path) as (gw, _):
+        assert time.monotonic() - started < 5
+        assert health(gw) == {"status": "ok", "redis": "unavailable"}
+        assert httpx.get(f"{gw.url}/ready", timeout=5).status_code == 200
+        for _ in range(5):
+            assert ask(gw)[1] < FAST
+        server.start()
+        poll(lambda: health(gw)["redis"] == "ok", 5, "the gateway never joined once Redis came up")

@@ -10,10 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
+import signal
+import subprocess
+import sys
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
 import redis
 
@@ -21,8 +27,10 @@ from sluice.config import CooldownConfig, RoutingConfig
 from sluice.errors import UpstreamError
 from sluice.routing.live import LiveRouting
 from sluice.routing.metrics import RouteMetrics
-from sluice.routing.shared import SharedRouting
-from tests.redis_server import SHARED_URL, delete_prefix, shared_redis_or_skip, unique_prefix
+from sluice.routing.shared import SharedRouting, _View
+from tests.conftest import wait_for_health
+from tests.redis_server import SHARED_URL, delete_prefix, free_port, shared_redis_or_skip, unique_prefix
+from tests.route_upstream import RouteUpstream
 
 LABEL = "route-a/model-1"
 
@@ -253,3 +261,173 @@ def test_metrics_recorded_on_one_replica_are_read_on_the_other(shared_redis: tup
             await sb.stop()
 
     run(test)
+
+
+# --- two `sluice serve` processes ----------------------------------------------------------------
+
+TEST_DB = 9  # the shared server's database for these tests; every name in it is unique to the run
+
+SERVE_CONFIG = """
+database: sqlite:///{db}
+redis: redis://127.0.0.1:6379/{redis_db}
+master_key: {master}
+builtin_catalog: false
+routing: {{retries: 0, explore: 0, cooldown: {{failures: 2}}}}
+providers:
+{providers}
+models:
+  cool:
+    routes: [{{provider: {run}-c1, model: m}}, {{provider: {run}-c2, model: m}}]
+  sticky:
+    routes: [{{provider: {run}-s1, model: m}}, {{provider: {run}-s2, model: m}}]
+  speed:
+    routes: [{{provider: {run}-slow, model: m}}, {{provider: {run}-fast, model: m}}]
+"""
+ROUTES = ("c1", "c2", "s1", "s2", "slow", "fast")
+
+
+class Replicas:
+    """Two `sluice serve` processes (A and B) sharing Redis, in front of one `RouteUpstream`."""
+
+    def __init__(self, run_id: str, upstream: RouteUpstream, urls: tuple[str, str], master: str) -> None:
+        self.run, self.upstream, self.urls, self.master = run_id, upstream, urls, master
+
+    def provider(self, route: str) -> str:
+        return f"{self.run}-{route}"
+
+    def ask(self, replica: int, model: str, **body: Any) -> dict[str, Any]:
+        resp = httpx.post(f"{self.urls[replica]}/v1/responses", json={"model": model, "input": "hi", **body},
+                          headers={"authorization": f"Bearer {self.master}"}, timeout=30)
+        assert resp.status_code == 200, resp.text
+        return resp.json()
+
+    def tried(self, response: dict[str, Any]) -> list[tuple[str, str]]:
+        """(route, outcome) of each attempt, routes by their short names."""
+        prefix = f"{self.run}-"
+        return [(a["provider"].removeprefix(prefix), a["outcome"]) for a in response["routing"]["attempts"]]
+
+
+@pytest.fixture(scope="module")
+def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
+    client = shared_redis_or_skip()
+    run_id = f"t{uuid.uuid4().hex[:8]}"
+    master = f"sk-test-{uuid.uuid4().hex}"
+    tmp = tmp_path_factory.mktemp("replicas")
+    procs: list[subprocess.Popen[bytes]] = []
+    with RouteUpstream() as upstream:
+        providers = "\n".join(f"  {run_id}-{route}: {{type: openai-chat, api_key: sk-upstream-0000, "
+                               f"base_url: \"{upstream.url}/{run_id}-{route}/v1\"}}" for route in ROUTES)
+        urls = []
+        try:
+            for name in ("a", "b"):
+                config = tmp / f"{name}.yaml"
+                config.write_text(SERVE_CONFIG.format(db=tmp / f"{name}.db", redis_db=TEST_DB, master=master,
+                                                      providers=providers, run=run_id))
+                port = free_port()
+                log = (tmp / f"{name}.log").open("wb")
+                procs.append(subprocess.Popen([sys.executable, "-m", "sluice", "serve", "--config", str(config),
+                                               "--port", str(port)], stdout=log, stderr=subprocess.STDOUT,
+                                              start_new_session=True))
+                urls.append(f"http://127.0.0.1:{port}")
+            for url, proc in zip(urls, procs, strict=True):
+                wait_for_health(int(url.rsplit(":", 1)[1]), proc)
+                assert httpx.get(f"{url}/health").json() == {"status": "ok", "redis": "ok"}
+            yield Replicas(run_id, upstream, (urls[0], urls[1]), master)
+        finally:
+            for proc in procs:
+                os.killpg(proc.pid, signal.SIGTERM)
+            for proc in procs:
+                proc.wait(timeout=20)
+            _forget_run(client.connection_pool.connection_kwargs, run_id)
+            client.close()
+
+
+def _forget_run(kwargs: dict[str, Any], run_id: str) -> None:
+    """Delete what the run left in the test database (its affinities just expire)."""
+    client = redis.Redis(host=kwargs.get("host", "127.0.0.1"), port=kwargs.get("port", 6379), db=TEST_DB,
+                         decode_responses=True)
+    try:
+        for key in client.scan_iter(match=f"sluice:metrics:{run_id}-*", count=1000):
+            client.delete(key)
+        for zset in ("sluice:cooldowns", "sluice:metrics:labels"):
+            for member in client.zrange(zset, 0, -1):
+                if run_id in member:
+                    client.zrem(zset, member)
+    finally:
+        client.close()
+
+
+def test_replicas_share_cooldowns_and_cache_affinity(replicas: Replicas) -> None:
+    upstream = replicas.upstream
+    # Cache affinity, learned on A: served by s2 (pinned), for one prompt_cache_key.
+    first = replicas.ask(0, f"{replicas.provider('s2')}/sticky", prompt_cache_key="conversation-1")
+    assert replicas.tried(first) == [("s2", "ok")]
+
+    # A cooldown, opened on A: c1 fails twice (`failures: 2`), c2 serves.
+    upstream.failing.add(replicas.provider("c1"))
+    for _ in range(2):
+        assert replicas.tried(replicas.ask(0, "cool")) == [("c1", "error"), ("c2", "ok")]
+    opened = time.monotonic()
+    # c1 answers again: a request B sends it before the cooldown arrives succeeds and teaches B
+    # nothing, so B is polled without spoiling what is measured.
+    upstream.failing.clear()
+    while True:
+        tried = replicas.tried(replicas.ask(1, "cool"))
+        if tried[0] == ("c1", "cooldown"):
+            break
+        assert tried == [("c1", "ok")]
+        assert time.monotonic() - opened < 2.0, "B did not learn A's cooldown within 2 s"
+    assert tried == [("c1", "cooldown"), ("c2", "ok")]
+    assert time.monotonic() - opened < 2.0
+
+    # A published the affinity no later than the cooldown, and B applies what A publishes in
+    # order: B knows it now. Without it, B would try s1 first (config order).
+    second = replicas.ask(1, "sticky", prompt_cache_key="conversation-1")
+    assert replicas.tried(second) == [("s2", "ok")]
+    assert replicas.tried(replicas.ask(1, "sticky", prompt_cache_key="another")) == [("s1", "ok")]
+
+
+@pytest.mark.skipif(not _metrics_implemented(), reason="RouteMetrics.drain/merge_remote are not implemented yet")
+def test_replicas_sort_on_the_same_metrics(replicas: Replicas) -> None:
+    upstream = replicas.upstream
+    slow, fast = replicas.provider("slow"), replicas.provider("fast")
+    sort = {"routing": {"provider": {"sort": "p50_latency"}}}
+    # B first measures the opposite of the truth on its own: `fast` slow, `slow` fast.
+    upstream.delay = {fast: 0.2}
+    for route in (slow, fast):
+        replicas.ask(1, f"{route}/speed")
+    upstream.delay = {slow: 0.2}
+    # A measures the truth, more often.
+    for _ in range(5):
+        for route in (slow, fast):
+            replicas.ask(0, f"{route}/speed")
+    # On its own numbers B would keep choosing `slow`; once the shared numbers (A's and its own
+    # together) arrive, it chooses `fast`. Each poll that still goes to `slow` adds a slow sample.
+    deadline = time.monotonic() + 8
+    while replicas.tried(response := replicas.ask(1, "speed", **sort))[0][0] != "fast":
+        assert time.monotonic() < deadline, "B never sorted on the shared metrics"
+    assert replicas.tried(response) == [("fast", "ok")]
+
+
+def test_a_refresh_reads_the_newest_buckets_and_a_full_read_the_rest() -> None:
+    """Between full reads only the newest minutes are read: they are the ones still growing."""
+    view = _View(60, 60, full_every=30.0, key=lambda label, index: f"{label}:{index}")
+    now = 1000 * 60 + 5.0  # minute 1000
+    plan = view.plan(["r"], now, clock=0.0)
+    assert plan.full and [index for _, index in plan.wanted] == list(range(941, 1001))
+    view.install(plan, [{"n": "1"} if index in (950, 1000) else {} for _, index in plan.wanted])
+    assert view.current() == {"r": {950: {"n": 1.0}, 1000: {"n": 1.0}}}
+
+    plan = view.plan(["r", "new"], now + 60, clock=2.0)  # minute 1001: r's newest three, all of the new route
+    assert [i for label, i in plan.wanted if label == "r"] == [999, 1000, 1001]
+    assert [i for label, i in plan.wanted if label == "new"] == list(range(942, 1002))
+    view.install(plan, [{"n": "2"} if (label, i) == ("r", 1001) else {} for label, i in plan.wanted])
+    # 950 kept from the full read; 1000 expired meanwhile (read empty).
+    assert view.current() == {"r": {950: {"n": 1.0}, 1001: {"n": 2.0}}}
+
+    plan = view.plan(["r"], now + 60, clock=31.0)  # the whole window again: late pushes show up
+    assert plan.full and len(plan.wanted) == 60
+    view.install(plan, [{"n": "5"} if i == 960 else {} for _, i in plan.wanted])
+    assert view.current() == {"r": {960: {"n": 5.0}}}
+    view.install(view.plan([], now + 60, clock=32.0), [])  # no longer measured anywhere: forgotten
+    assert view.current() == {}

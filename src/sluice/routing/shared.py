@@ -40,10 +40,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 import redis.asyncio as aioredis
@@ -129,6 +130,58 @@ class _Backoff:
         self.delay, self.until = self.FIRST, 0.0
 
 
+class _Plan(NamedTuple):
+    view: _View
+    labels: list[str]
+    first: int  # the oldest bucket in the window
+    full: bool  # the whole window is read (else the newest buckets only)
+    clock: float  # loop time of the read
+    wanted: list[tuple[str, int]]  # (label, bucket index) to read
+
+
+class _View:
+    """Every route's buckets of one size (minutes or hours) as last read from Redis.
+
+    Only the newest buckets still grow (a push lands within seconds of its minute), so a refresh
+    reads those alone, and the whole window every `full_every` seconds: that picks up what a
+    replica cut off from Redis pushes late. For 20 routes that is 60 reads per 2 s instead of
+    1,200, and 60 per 30 s instead of 3,360 for the hours.
+    """
+
+    NEWEST = 3
+
+    def __init__(self, size: int, span: int, *, full_every: float, key: Callable[[str, int], str]) -> None:
+        self.size, self.span, self.full_every, self.key = size, span, full_every, key
+        self.buckets: dict[str, dict[int, dict[str, float]]] = {}
+        self.full_at = -math.inf
+
+    def plan(self, labels: list[str], now: float, clock: float) -> _Plan:
+        current = int(now // self.size)
+        first = current - self.span + 1
+        full = clock - self.full_at >= self.full_every
+        wanted = []
+        for label in labels:
+            start = first if full or label not in self.buckets else max(first, current - self.NEWEST + 1)
+            wanted.extend((label, index) for index in range(start, current + 1))
+        return _Plan(self, labels, first, full, clock, wanted)
+
+    def install(self, plan: _Plan, results: list[dict[str, str]]) -> None:
+        kept = {} if plan.full else self.buckets
+        buckets = {label: {index: bucket for index, bucket in kept.get(label, {}).items() if index >= plan.first}
+                   for label in plan.labels}
+        for (label, index), found in zip(plan.wanted, results, strict=True):
+            if found:
+                buckets[label][index] = {name: float(value) for name, value in found.items()}
+            else:
+                buckets[label].pop(index, None)
+        self.buckets = buckets
+        if plan.full:
+            self.full_at = plan.clock
+
+    def current(self) -> dict[str, dict[int, dict[str, float]]]:
+        return {label: buckets for label, buckets in self.buckets.items() if buckets}
+
+
 class SharedRouting:
     """Keeps one process's `LiveRouting` in step with the other replicas', through Redis.
 
@@ -159,8 +212,9 @@ class SharedRouting:
         self._cooldowns: dict[str, tuple[float, str]] = {}
         self._affinities: dict[str, tuple[str, float, int]] = {}
         self._deltas: dict[tuple[str, int], dict[str, float]] = {}
-        self._hours: dict[str, dict[int, dict[str, float]]] = {}
-        self._hours_read = 0.0  # monotonic; 0: never
+        # Every replica's metric buckets as last read (a pull reads only what may have changed).
+        self._minutes = _View(60, MINUTES_READ, full_every=30.0, key=self._minute_key)
+        self._hours = _View(3600, HOURS_READ, full_every=600.0, key=self._hour_key)
 
     # --- keys ----------------------------------------------------------------------------------
 
@@ -385,7 +439,7 @@ class SharedRouting:
     async def _metrics_loop(self) -> None:
         backoff = _Backoff()
         loop = asyncio.get_running_loop()
-        next_pull = 0.0
+        next_pull = next_hours = 0.0
         while True:
             await asyncio.sleep(self.push_every)
             self._collect_deltas()  # every turn, Redis or not: the local side stays bounded
@@ -395,9 +449,10 @@ class SharedRouting:
                 await self._push()
                 # Pushed first, then read: the view read back includes this replica's latest.
                 if loop.time() >= next_pull:
-                    await self._pull(hours=loop.time() - self._hours_read >= self.hours_every
-                                     or not self._hours_read)
+                    await self._pull(hours=loop.time() >= next_hours)
                     next_pull = loop.time() + self.pull_every
+                    if loop.time() >= next_hours:
+                        next_hours = loop.time() + self.hours_every
             except Exception as exc:  # whatever failed, the loop must go on
                 self.link.failed("metrics", exc)
                 backoff.failed()
@@ -444,50 +499,30 @@ class SharedRouting:
 
     async def _pull(self, hours: bool) -> None:
         """Read every replica's buckets back and install them (the hours only when `hours`)."""
-        now = time.time()
-        minute, hour = int(now // 60), int(now // 3600)
+        now, clock = time.time(), asyncio.get_running_loop().time()
         key = self._labels_key()
         async with asyncio.timeout(self.timeout * 4):
             active = await self.client.zrangebyscore(key, now - HOURS_WINDOW, "+inf", withscores=True)
-        # Only routes pushed to within the window are read: a route gone from every config costs
-        # nothing after a week.
+        # Only routes measured within a window are read for it: a route gone from every config
+        # costs nothing after a week.
         recent = [label for label, pushed in active if pushed >= now - MINUTES_READ * 60 - 60]
+        plans = [self._minutes.plan(recent, now, clock)]
+        if hours:
+            plans.append(self._hours.plan([label for label, _ in active], now, clock))
         pipe = self.client.pipeline(transaction=False)
-        for label in recent:
-            for m in range(minute - MINUTES_READ + 1, minute + 1):
-                pipe.hgetall(self._minute_key(label, m))
-        every = [label for label, _ in active] if hours else []
-        for label in every:
-            for h in range(hour - HOURS_READ + 1, hour + 1):
-                pipe.hgetall(self._hour_key(label, h))
+        for plan in plans:
+            for label, index in plan.wanted:
+                pipe.hgetall(plan.view.key(label, index))
         if hours:
             pipe.zremrangebyscore(key, "-inf", now - HOURS_WINDOW)
         async with asyncio.timeout(self.timeout * 4):
             results = await pipe.execute() if len(pipe) else []
         position = 0
-        minutes: dict[str, dict[int, dict[str, float]]] = {}
-        for label in recent:
-            buckets = {}
-            for m in range(minute - MINUTES_READ + 1, minute + 1):
-                if found := results[position]:
-                    buckets[m] = {name: float(value) for name, value in found.items()}
-                position += 1
-            if buckets:
-                minutes[label] = buckets
-        if hours:
-            read: dict[str, dict[int, dict[str, float]]] = {}
-            for label in every:
-                buckets = {}
-                for h in range(hour - HOURS_READ + 1, hour + 1):
-                    if found := results[position]:
-                        buckets[h] = {name: float(value) for name, value in found.items()}
-                    position += 1
-                if buckets:
-                    read[label] = buckets
-            self._hours = read
-            self._hours_read = asyncio.get_running_loop().time()
+        for plan in plans:
+            plan.view.install(plan, results[position:position + len(plan.wanted)])
+            position += len(plan.wanted)
         try:
-            self.live.metrics.merge_remote(minutes, self._hours, now=now)
+            self.live.metrics.merge_remote(self._minutes.current(), self._hours.current(), now=now)
         except Exception:
             self._local_error("merge_remote")
 
