@@ -71,6 +71,22 @@ class RouteHealth:
         state.probe_until = now + self.config.duration  # this caller probes
         return None
 
+    def is_cooling(self, label: str, now: float | None = None) -> bool:
+        """Whether the route is in a cooldown now (a look only: it does not claim the half-open probe)."""
+        state = self._routes.get(label)
+        if state is None or not state.until or not self.config.enabled:
+            return False
+        now = time.time() if now is None else now
+        return now < state.until or now < state.probe_until
+
+    def reason(self, label: str) -> str:
+        state = self._routes.get(label)
+        return state.reason if state is not None else ""
+
+    def until(self, label: str) -> float:
+        state = self._routes.get(label)
+        return state.until if state is not None else 0.0
+
     def success(self, label: str) -> None:
         state = self._routes.get(label)
         if state is None:
