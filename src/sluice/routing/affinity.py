@@ -16,6 +16,7 @@ nothing here. `changes` / `apply_remote` let `routing/shared.py` share affinitie
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from collections import OrderedDict
@@ -128,4 +129,10 @@ def derived_prompt_cache_key(caller: Principal, user: str | None) -> str:
     As the reference describes: requests of one key (one end user) share the provider's cache
     bucket, instead of being spread over buckets by the provider's own guess.
     """
-    return "sluice-" + _digest(_caller(caller), (user or "").encode())
+    return _derived(caller.key_id, caller.name, user)
+
+
+@functools.lru_cache(maxsize=4096)
+def _derived(key_id: int | None, name: str, user: str | None) -> str:
+    # Cached: the same few keys ask again and again, and this is on every request's path.
+    return "sluice-" + _digest(f"{key_id}:{name}".encode(), (user or "").encode())
