@@ -29,6 +29,7 @@ from sluice.pipeline.stream import ResponseStream
 from sluice.providers import create_adapter
 from sluice.providers.base import Adapter
 from sluice.routing.catalog import Catalog, Route
+from sluice.routing.live import LiveRouting
 from sluice.routing.policy import DefaultPolicy, RoutingPolicy
 from sluice.routing.router import plan
 from sluice.routing.trace import routing_trace
@@ -44,6 +45,9 @@ class Pipeline:
             name: create_adapter(name, provider) for name, provider in catalog.providers.items()
         }
         self.policy: RoutingPolicy = policy or DefaultPolicy(config.routing)
+        # STAND-IN (branch metrics) for the pipeline's LiveRouting wiring: feeds and reads the
+        # live metrics so the sorts work end to end; replaced by the real wiring at merge.
+        self.live = LiveRouting(config.routing)
         self.stages: list[Stage] = list(stages)
         self.hooks: list[Hook] = list(hooks)
         self._background: set[asyncio.Task[None]] = set()
@@ -155,7 +159,7 @@ class Pipeline:
         # first route's reason is the answer.
         able: list[Route] = []
         refusal: InvalidRequest | None = None
-        for route in plan(request, self.catalog, self.config.routing):
+        for route in plan(request, self.catalog, self.config.routing, metrics=self.live.metrics):
             try:
                 self.adapters[route.provider].check(request, route.model)
             except InvalidRequest as exc:
@@ -186,6 +190,8 @@ class Pipeline:
 
     async def end(self, ctx: RequestContext) -> None:
         """The end-of-response hooks, awaited before the client sees the end."""
+        for attempt in ctx.attempts:  # STAND-IN (branch metrics): the real wiring observes per attempt
+            self.live.observe(ctx, attempt)
         if self.hooks:
             await run_hooks(self.hooks, ctx)
 
