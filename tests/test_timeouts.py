@@ -551,6 +551,42 @@ def test_the_transport_reads_the_attempt_limits_when_the_request_goes_out(slow: 
     assert asyncio.run(call("slow:0.6", AttemptLimits(tight, time.monotonic() + 60, 60))) == "timeouts.total"
 
 
+def test_concurrent_calls_on_one_client_keep_their_own_timeouts(slow: SlowUpstream) -> None:
+    """The client's one watchdog: a later call due sooner moves it, and the others are still judged."""
+    url = f"{slow.url}/v1/chat/completions"
+
+    async def call(client: UpstreamClient, model: str, first_byte: float, delay: float) -> tuple[str, float]:
+        await asyncio.sleep(delay)
+        ATTEMPT_LIMITS.set(AttemptLimits(Timeouts(first_byte=first_byte).over(DEFAULT_TIMEOUTS),
+                                         time.monotonic() + 60, 60))
+        started = time.monotonic()
+        try:
+            response = await client.post(url, json.dumps({"model": model}).encode(), {})
+            try:
+                outcome = json.loads(await response.read())["model"]
+            finally:
+                await response.aclose()
+        except UpstreamTimeout as exc:
+            outcome = exc.setting
+        return outcome, time.monotonic() - started
+
+    async def run() -> list[tuple[str, float]]:
+        client = UpstreamClient(ProviderConfig(type="openai-chat"))
+        try:
+            return list(await asyncio.gather(
+                call(client, "slow:0.8", 5, 0),  # registered first, due last: answers in time
+                call(client, "hang", 0.3, 0.05),  # due sooner than the first: the watchdog moves
+                call(client, "hang", 0.6, 0.1),  # due between the two: judged after the first wake
+            ))
+        finally:
+            await client.close()
+
+    (patient, patient_took), (short, short_took), (middle, middle_took) = asyncio.run(run())
+    assert patient == "slow:0.8" and patient_took >= 0.75
+    assert short == "timeouts.first_byte" and 0.28 <= short_took < 3  # not at the first call's 5 s
+    assert middle == "timeouts.first_byte" and 0.58 <= middle_took < 3
+
+
 # --- configuration --------------------------------------------------------------------------------
 
 
