@@ -19,6 +19,7 @@ from sluice.config import RoutingConfig
 from sluice.errors import RETRYABLE, GatewayError, NoRouteSucceeded, UpstreamError, status_for_code
 from sluice.pipeline.context import Attempt, RequestContext
 from sluice.providers.base import UPSTREAM_CALLED, Adapter
+from sluice.providers.transport import ATTEMPT_LIMITS, AttemptLimits
 from sluice.routing.catalog import Route
 from sluice.routing.policy import Action, RoutingPolicy
 
@@ -49,6 +50,8 @@ async def run_attempts(ctx: RequestContext, routes: Sequence[Route], start: Star
             attempt = Attempt(route, time.monotonic())
             ctx.attempts.append(attempt)
             UPSTREAM_CALLED.set(False)
+            # The transport bounds the call by these, and a stream by them until it is read to its end.
+            ATTEMPT_LIMITS.set(AttemptLimits(route.timeouts, ctx.deadline, limits.deadline))
             try:
                 return await start(route, attempt)
             except Exception as exc:  # any adapter failure is this route's failure
