@@ -68,6 +68,9 @@ CONFIG = """
 database: sqlite:///{db}
 master_key: {master}
 builtin_catalog: false
+# The adapter's translation is what this file checks: one call per route, no retry of a throttle
+# or an outage on the same route (retries: tests/test_failover_errors.py).
+routing: {{retries: 0}}
 providers:
   replay-bedrock:
     type: bedrock
@@ -1190,8 +1193,10 @@ def test_s3_sources(bclient: openai.OpenAI, upstream: ReplayServer) -> None:
     ("name", "status", "code", "message"),
     [
         ("error-throttling.yaml", 429, "rate_limit_exceeded", "Too many requests"),
-        ("error-access-denied.yaml", 403, "access_denied", "You don't have access"),
-        ("error-resource-not-found.yaml", 404, "model_not_found", "Model not found."),
+        # Bedrock refusing Sluice's credentials or not knowing the model: the gateway's problem (424),
+        # never the client's 403/404.
+        ("error-access-denied.yaml", 424, "access_denied", "You don't have access"),
+        ("error-resource-not-found.yaml", 424, "model_not_found", "Model not found."),
         ("error-service-unavailable.yaml", 424, "service_unavailable", "unable to process"),
         ("error-model-not-ready.yaml", 424, "model_not_ready", "not ready"),
     ],
@@ -1277,7 +1282,8 @@ def test_redacted_secret_never_returned(gw: Any, upstream: ReplayServer) -> None
     leaky = {"message": "signature mismatch for test-secret and test-bedrock-api-key"}
     upstream.enqueue(json_exchange(leaky, 403, {"x-amzn-errortype": "InvalidSignatureException"}))
     resp = post_raw(gw, {"model": "claude-bedrock", "input": "hi"})
-    assert resp.status_code == 403
+    assert resp.status_code == 424  # Sluice's AWS signature was refused: not the client's fault
+    assert resp.json()["error"]["code"] == "access_denied"
     assert "test-secret" not in resp.text
 
 
