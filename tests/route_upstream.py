@@ -1,7 +1,9 @@
 """An upstream with several routes for routing tests: `/<route>/v1/chat/completions`, OpenAI chat.
 
 Each route answers a minimal chat completion, after `delay[route]` seconds, or a 500 while
-`failing` holds the route. `hits` counts the calls each route received.
+`failing` holds the route; a request whose body holds `REFUSE` is answered 400 at once (the
+request's fault: the gateway does not count it against the route, nor measure it). `hits`
+counts the calls each route received.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+REFUSE = "refuse-this-request"
 
 
 class RouteUpstream:
@@ -36,10 +40,12 @@ class RouteUpstream:
         self._httpd.shutdown()
         self._httpd.server_close()
 
-    def answer(self, route: str) -> tuple[int, dict[str, Any]]:
+    def answer(self, route: str, body: bytes) -> tuple[int, dict[str, Any]]:
         with self._lock:
             self.hits[route] += 1
             failing, delay = route in self.failing, self.delay.get(route, 0.0)
+        if REFUSE.encode() in body:
+            return 400, {"error": {"message": "refused", "type": "invalid_request_error", "code": None}}
         if delay:
             time.sleep(delay)
         if failing:
@@ -61,8 +67,8 @@ def _handler(upstream: RouteUpstream) -> type[BaseHTTPRequestHandler]:
             pass
 
         def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("content-length") or 0))
-            status, body = upstream.answer(self.path.strip("/").split("/")[0])
+            received = self.rfile.read(int(self.headers.get("content-length") or 0))
+            status, body = upstream.answer(self.path.strip("/").split("/")[0], received)
             data = json.dumps(body).encode()
             self.send_response(status)
             self.send_header("content-type", "application/json")

@@ -67,6 +67,8 @@ def test_replicas_ride_out_an_outage_and_resume(server: PrivateRedis, caplog: py
             took = await until(lambda: b.health.cooling(LABEL) is not None, 5.0,
                                "the cooldown opened during the outage never reached the other replica")
             await until(lambda: received.calls, 2.0, "the affinity learned during the outage never arrived")
+            await until(lambda: b.metrics.value(LABEL, "total_requests", 900) == 1, 3.0,
+                        "the measurement made during the outage never arrived")
             assert sa.status() == sb.status() == "ok"
             assert any("redis answers again" in r.message for r in caplog.records)
             # And sharing goes on as before.
@@ -200,6 +202,12 @@ def test_requests_keep_succeeding_through_an_outage(server: PrivateRedis, tmp_pa
         client = server.client()
         poll(lambda: any("\tr1/m\t" in member for member in client.zrange("sluice:cooldowns", 0, -1)), 5,
              "the cooldown opened during the outage never reached Redis")
+        # And the measurements made meanwhile (the restarted server is empty): r2 served only then.
+        def pushed(label: str) -> float:
+            keys = client.scan_iter(f"sluice:metrics:{label}:m:*")
+            return sum(float(client.hget(key, "requests") or 0) for key in keys)
+
+        poll(lambda: pushed("r2/m") == 10 and pushed("r1/m") >= 2, 5, "the outage's measurements never reached Redis")
         client.close()
 
 

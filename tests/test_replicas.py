@@ -30,7 +30,7 @@ from sluice.routing.metrics import RouteMetrics
 from sluice.routing.shared import SharedRouting, _View
 from tests.conftest import wait_for_health
 from tests.redis_server import SHARED_URL, delete_prefix, free_port, shared_redis_or_skip, unique_prefix
-from tests.route_upstream import RouteUpstream
+from tests.route_upstream import REFUSE, RouteUpstream
 
 LABEL = "route-a/model-1"
 
@@ -249,13 +249,19 @@ def test_metrics_recorded_on_one_replica_are_read_on_the_other(shared_redis: tup
         await sa.start()
         await sb.start()
         try:
-            assert b.metrics.value(LABEL, "avg_latency", 900) is None
-            for latency in (0.2, 0.4):
-                a.metrics.record(LABEL, ok=True, latency=latency, ttft=0.1, output_tokens=10, input_tokens=20)
-            await until(lambda: b.metrics.value(LABEL, "avg_latency", 900) is not None, 3.0,
+            assert b.metrics.value(LABEL, "total_requests", 900) is None
+            for latency, ttft in ((0.2, 0.1), (0.4, 0.3)):
+                a.metrics.record(LABEL, ok=True, latency=latency, ttft=ttft, output_tokens=10, input_tokens=20)
+            a.metrics.record(LABEL, ok=False, latency=0.05, ttft=None, output_tokens=None)
+            await until(lambda: b.metrics.value(LABEL, "total_requests", 900) is not None, 3.0,
                         "B never saw A's measurements")
-            assert b.metrics.value(LABEL, "avg_latency", 900) == pytest.approx(0.3)
-            assert b.metrics.value(LABEL, "uptime", 900) == pytest.approx(a.metrics.value(LABEL, "uptime", 900))
+            assert b.metrics.value(LABEL, "total_requests", 900) == 3
+            assert b.metrics.value(LABEL, "uptime", 900) == pytest.approx(2 / 3)
+            assert b.metrics.value(LABEL, "avg_latency", 900) == pytest.approx(0.2)  # to first token
+            assert b.metrics.value(LABEL, "avg_e2e_latency", 900) == pytest.approx(0.3)
+            assert b.metrics.value(LABEL, "output_tokens", 900) == pytest.approx(10)
+            # Windows past an hour read the hours: the same numbers.
+            await until(lambda: b.metrics.value(LABEL, "total_requests", 86400) == 3, 3.0, "B never read the hours")
         finally:
             await sa.stop()
             await sb.stop()
@@ -402,11 +408,19 @@ def test_replicas_sort_on_the_same_metrics(replicas: Replicas) -> None:
         for route in (slow, fast):
             replicas.ask(0, f"{route}/speed")
     # On its own numbers B would keep choosing `slow`; once the shared numbers (A's and its own
-    # together) arrive, it chooses `fast`. Each poll that still goes to `slow` adds a slow sample.
+    # together) arrive, it chooses `fast`. B is probed with requests the upstream refuses as
+    # malformed: the gateway stops at the first route (named by x-sluice-route) and measures nothing.
     deadline = time.monotonic() + 8
-    while replicas.tried(response := replicas.ask(1, "speed", **sort))[0][0] != "fast":
+    while True:
+        probe = httpx.post(f"{replicas.urls[1]}/v1/responses", json={"model": "speed", "input": REFUSE, **sort},
+                           headers={"authorization": f"Bearer {replicas.master}"}, timeout=30)
+        assert probe.status_code == 400, probe.text
+        if probe.headers["x-sluice-route"] == f"{fast}/m":
+            break
+        assert probe.headers["x-sluice-route"] == f"{slow}/m"
         assert time.monotonic() < deadline, "B never sorted on the shared metrics"
-    assert replicas.tried(response) == [("fast", "ok")]
+        time.sleep(0.05)
+    assert replicas.tried(replicas.ask(1, "speed", **sort)) == [("fast", "ok")]
 
 
 def test_a_refresh_reads_the_newest_buckets_and_a_full_read_the_rest() -> None:
