@@ -11,8 +11,8 @@ the background, when the config names a `redis` URL:
 - **Metrics**: every `push_every` (1 s) the local minute buckets (`RouteMetrics.drain()`) are
   added into per-route minute and hour hashes (HINCRBYFLOAT: every field is additive); every
   `pull_every` (2 s) the last 60 minutes of every route are read back (the last 7 days of hours
-  every `hours_every`, 30 s) and installed with `RouteMetrics.merge_remote`, so every replica
-  sorts on the same numbers.
+  every `hours_every`, 30 s; between full reads only the newest buckets, see `_View`) and
+  installed with `RouteMetrics.merge_remote`, so every replica sorts on the same numbers.
 
 Keys (prefix `sluice:`; `label` is a route's `provider/model`, `<db>` the URL's database number):
 
@@ -249,7 +249,7 @@ class SharedRouting:
             await asyncio.wait_for(self._first_sync.wait(), wait)
 
     async def stop(self, flush: float = 0.5) -> None:
-        """Stop the tasks; first send what was learned since the last push if Redis answers (bounded by `flush` s)."""
+        """Stop the tasks, send what was learned since their last turn (if Redis answers, within `flush` s), close."""
         pending = set(self._tasks)
         for _ in range(20):
             # Cancelled again until done: on Python 3.11 a cancellation that lands as redis-py's
