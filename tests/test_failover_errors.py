@@ -325,17 +325,17 @@ def test_policy_skips_windows_that_cannot_be_larger() -> None:
     policy = DefaultPolicy(RoutingConfig())
     overflow = _upstream(400, "context_length_exceeded")
     ctx = _ctx(_failed(_route("a", 8000), overflow))
-    assert not policy.before_attempt(ctx, _route("same", 8000))
-    assert not policy.before_attempt(ctx, _route("smaller", 4000))
-    assert policy.before_attempt(ctx, _route("larger", 8001))
-    assert policy.before_attempt(ctx, _route("unknown"))
+    assert policy.before_attempt(ctx, _route("same", 8000)) is not None
+    assert policy.before_attempt(ctx, _route("smaller", 4000)) is not None
+    assert policy.before_attempt(ctx, _route("larger", 8001)) is None
+    assert policy.before_attempt(ctx, _route("unknown")) is None
     # The bar is the largest window that overflowed; an overflow on an unknown window sets none.
     ctx = _ctx(_failed(_route("a", 8000), overflow), _failed(_route("b", 32000), overflow),
                _failed(_route("c"), overflow))
-    assert not policy.before_attempt(ctx, _route("mid", 16000))
-    assert policy.before_attempt(ctx, _route("big", 64000))
-    assert policy.before_attempt(_ctx(_failed(_route("c"), overflow)), _route("any", 1000))
-    assert policy.before_attempt(_ctx(_failed(_route("a", 8000), _upstream(503))), _route("same", 8000))
+    assert policy.before_attempt(ctx, _route("mid", 16000)) is not None
+    assert policy.before_attempt(ctx, _route("big", 64000)) is None
+    assert policy.before_attempt(_ctx(_failed(_route("c"), overflow)), _route("any", 1000)) is None
+    assert policy.before_attempt(_ctx(_failed(_route("a", 8000), _upstream(503))), _route("same", 8000)) is None
 
 
 def test_final_error_counts_rate_limit_cooldowns() -> None:

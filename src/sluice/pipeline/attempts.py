@@ -135,6 +135,10 @@ def final_error(ctx: RequestContext) -> GatewayError:
         waits = [error.retry_after for error in failures if error.retry_after is not None]
         return RateLimited(last.message, retry_after=min(waits) if waits else None,
                            code=last.code or "rate_limit_exceeded")
+    # What a provider said last tells more than "out of rotation" (which that failure caused).
+    called = [attempt.error for attempt in ctx.attempts if attempt.outcome == "error" and attempt.error is not None]
+    if called:
+        last = called[-1]
     return NoRouteSucceeded(_naming_provider(last), code=last.code or "upstream_error")
 
 
