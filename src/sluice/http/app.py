@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sluice.config import Config, load_config
 from sluice.errors import GatewayError, NotFound
@@ -17,6 +17,9 @@ from sluice.pipeline import Pipeline
 from sluice.routing.catalog import Catalog, build_catalog
 from sluice.state.db import create_engine, describe_error, migrate
 from sluice.state.keys import ANONYMOUS, KeyStore, Principal
+
+if TYPE_CHECKING:
+    from sluice.routing.shared import SharedRouting
 
 log = logging.getLogger("sluice")
 
@@ -32,6 +35,7 @@ class SluiceApp:
         self.auth: Authenticator | None = None
         self.routes = RouteTable()
         self._engine: Any = None
+        self.shared: SharedRouting | None = None  # routing state shared through Redis, when configured
 
     # --- lifespan ----------------------------------------------------------------------------
 
@@ -47,6 +51,13 @@ class SluiceApp:
         self.auth = Authenticator(self.config, self._engine, self.keys)
         await self.auth.start()
         self.pipeline = pipeline = Pipeline(self.config, self.catalog)
+        if self.config.redis:
+            # Imported here: a gateway without Redis never loads the client.
+            from sluice.routing.shared import SharedRouting
+
+            # Never fails for Redis' sake: down, it logs a warning and routing stays local.
+            self.shared = SharedRouting(pipeline.live, self.config.redis)
+            await self.shared.start()
         responses = ResponsesSurface(pipeline, self.config.server)
         routes = self.routes
         routes.add("POST", "/v1/responses", responses.create)
@@ -63,6 +74,8 @@ class SluiceApp:
         gc.freeze()
 
     async def shutdown(self) -> None:
+        if self.shared is not None:
+            await self.shared.stop()
         if self.pipeline is not None:
             await self.pipeline.close()
         if self._engine is not None:
@@ -123,7 +136,12 @@ class SluiceApp:
         await send_json(call.send, 200, entry.card(self.catalog.created))
 
     async def _health(self, call: Call) -> None:
-        await send_json(call.send, 200, {"status": "ok"})  # liveness: the process serves
+        # Liveness: the process serves. Redis is optional (routing falls back to local state), so
+        # it is reported, never a reason for a failing probe.
+        body = {"status": "ok"}
+        if self.shared is not None:
+            body["redis"] = self.shared.status()
+        await send_json(call.send, 200, body)
 
     async def _ready(self, call: Call) -> None:
         assert self.auth is not None  # readiness: the database answers
