@@ -57,6 +57,7 @@ N_DELTAS = fake_upstream.N_DELTAS
 TARGETS = {
     "direct": "upstream called directly",
     "sluice": "Sluice",
+    "sluice-routed": "Sluice, routed (3 routes, sort p50_latency)",
     "litellm": f"LiteLLM proxy {LITELLM_VERSION}",
 }
 
@@ -425,25 +426,32 @@ def ensure_py_spy() -> str:
     return str(LITELLM_VENV / "bin" / "py-spy")
 
 
-def write_sluice_config(upstream_port: int) -> Path:
+def write_sluice_config(upstream_port: int, routed: bool = False) -> Path:
+    """The benchmark's gateway config; `routed`: the model has three routes (three providers in front
+    of the same upstream) and every request is sorted by measured time to first token, so the
+    live-metric sort, cooldown checks and per-attempt measurements are all on the request path."""
     db = WORK / "sluice-bench.db"
     for suffix in ("", "-wal", "-shm", "-journal"):
         Path(str(db) + suffix).unlink(missing_ok=True)
     cfg = WORK / "sluice.yaml"
+    names = ("fake", "fake-b", "fake-c") if routed else ("fake",)
+    providers = "".join(f"""
+  {name}:
+    type: openai            # Responses API upstream
+    base_url: http://127.0.0.1:{upstream_port}/v1
+    api_key: sk-fake""" for name in names)
+    routes = "".join(f"""
+      - provider: {name}
+        model: gpt-5.2
+        price: {{input: 1.75, cached_input: 0.175, output: 14.0}}""" for name in names)
     cfg.write_text(f"""\
 database: sqlite:///{db}
 master_key: {MASTER_KEY}
-providers:
-  fake:
-    type: openai            # Responses API upstream
-    base_url: http://127.0.0.1:{upstream_port}/v1
-    api_key: sk-fake
+{"routing: {sort: p50_latency}" if routed else ""}
+providers:{providers}
 models:
   {MODEL}:
-    routes:
-      - provider: fake
-        model: gpt-5.2
-        price: {{input: 1.75, cached_input: 0.175, output: 14.0}}
+    routes:{routes}
 """)
     return cfg
 
@@ -660,7 +668,7 @@ def main() -> int:
     ap.add_argument("--duration", type=int, default=6, help="seconds per cell (default 6)")
     ap.add_argument("--warmup", type=int, default=2, help="warm-up seconds per target and mode (default 2)")
     ap.add_argument("--conc", type=lambda s: [int(x) for x in s.split(",")], default=[1, 16, 64])
-    ap.add_argument("--targets", type=lambda s: s.split(","), default=["direct", "sluice", "litellm"])
+    ap.add_argument("--targets", type=lambda s: s.split(","), default=["direct", "sluice", "sluice-routed", "litellm"])
     ap.add_argument("--modes", type=lambda s: s.split(","), default=["json", "stream"])
     ap.add_argument("--sluice", default=str(ROOT / ".venv" / "bin" / "sluice"), help="sluice executable")
     ap.add_argument("--python", default=None, help="python for the fake upstream (default: the project's venv)")
@@ -771,12 +779,12 @@ def main() -> int:
                     )
                 continue
             port = free_port()
-            if name == "sluice":
+            if name in ("sluice", "sluice-routed"):
                 if not Path(args.sluice).exists():
-                    meta["skipped"]["sluice"] = f"{args.sluice} not found"
-                    log("  skipped: " + meta["skipped"]["sluice"])
+                    meta["skipped"][name] = f"{args.sluice} not found"
+                    log("  skipped: " + meta["skipped"][name])
                     continue
-                cfg = write_sluice_config(up_port)
+                cfg = write_sluice_config(up_port, routed=name == "sluice-routed")
                 cmd = [
                     args.sluice,
                     "serve",
@@ -793,8 +801,9 @@ def main() -> int:
                 ver = subprocess.run(
                     ["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True, text=True
                 ).stdout.strip()
-                meta["targets"]["sluice"] = (
+                meta["targets"][name] = (
                     f"`{' '.join(shlex.quote(c) for c in cmd[:2])} … --workers 1` (git {ver or 'uncommitted'})"
+                    + ("; three routes, `routing.sort: p50_latency`" if name == "sluice-routed" else "")
                 )
             else:
                 cfg = write_litellm_config(up_port)

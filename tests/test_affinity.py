@@ -61,6 +61,7 @@ def test_prefix_keys_per_caller_and_kind() -> None:
 
 def test_served_routes_are_remembered_for_the_cache_lifetime() -> None:
     affinity = Affinity(AffinityConfig(ttl=300, ttl_1h=3600))
+    affinity.sharing = True  # as when routing/shared.py runs
     ctx = _ctx({"prompt_cache_key": "conv-1"})
     ctx.routing["affinity"] = key = affinity.key(ctx)
     usage = {"input_tokens": 5000, "input_tokens_details": {"cached_tokens": 1000, "cached_tokens_created": 3000}}
@@ -106,6 +107,7 @@ def _error(status: int, retry_after: float | None = None, code: str | None = Non
 
 def test_consecutive_failures_open_a_cooldown_then_one_probe_closes_it() -> None:
     health = RouteHealth(CooldownConfig(failures=3, duration=10))
+    health.sharing = True
     for _ in range(2):
         health.failure("p/m", _error(503))
     assert health.cooling("p/m") is None
@@ -286,3 +288,14 @@ def test_when_every_route_cools_the_soonest_back_is_tried(client: openai.OpenAI,
     # Both routes are out of rotation; refusing would leave the client with nothing for 30 s.
     response = client.responses.create(model="duo", input="hi")
     assert response.status == "completed" and len(replay.requests) == 1
+
+
+def test_nothing_piles_up_for_sharing_when_nothing_shares() -> None:
+    affinity, health = Affinity(AffinityConfig()), RouteHealth(CooldownConfig(failures=1))
+    ctx = _ctx({"prompt_cache_key": "conv-1"})
+    ctx.routing["affinity"] = affinity.key(ctx)
+    for _ in range(3):
+        affinity.served(ctx, _route("one"), {"input_tokens_details": {}})
+        health.failure("p/m", _error(503))
+    assert affinity.changes == [] and health.changes == []
+    assert affinity.lookup(ctx.routing["affinity"]) is not None and health.is_cooling("p/m")

@@ -53,8 +53,10 @@ class Affinity:
         self.config = config
         # key -> (route label, expires (wall clock), tokens the route holds cached for the prefix)
         self._entries: OrderedDict[str, tuple[str, float, int]] = OrderedDict()
-        # Affinities learned here and not yet shared: (key, route label, expires, cached tokens).
+        # Affinities learned here and not yet shared: (key, route label, expires, cached tokens);
+        # kept only while `routing/shared.py` drains them (`sharing`), else they would pile up.
         self.changes: list[tuple[str, str, float, int]] = []
+        self.sharing = False
 
     def key(self, ctx: RequestContext) -> str | None:
         """The request's prefix key (see the module doc), or None when it has none to share."""
@@ -94,12 +96,14 @@ class Affinity:
         expires = time.time() + (self.config.ttl_1h if _asks_one_hour(ctx.request) else self.config.ttl)
         label = route.label
         self._remember(key, label, expires, warm)
-        self.changes.append((key, label, expires, warm))
+        if self.sharing:
+            self.changes.append((key, label, expires, warm))
         if ctx.client_request.req.store is not False:
             # The next turn (`previous_response_id` = this response) continues the same prefix.
             chained = "r" + _digest(_caller(ctx.caller), ctx.response_id.encode())
             self._remember(chained, label, expires, warm)
-            self.changes.append((chained, label, expires, warm))
+            if self.sharing:
+                self.changes.append((chained, label, expires, warm))
 
     def apply_remote(self, key: str, label: str, expires: float, cached_tokens: int) -> None:
         """An affinity another replica learned."""

@@ -58,7 +58,9 @@ class RouteHealth:
         self.config = config
         self._routes: dict[str, _Route] = {}
         # Cooldowns opened here and not yet shared: (label, until, reason).
+        # (kept only while `routing/shared.py` drains them: `sharing`)
         self.changes: list[tuple[str, float, str]] = []
+        self.sharing = False
 
     @staticmethod
     def counts(error: UpstreamError) -> bool:
@@ -142,7 +144,8 @@ class RouteHealth:
     def _open(self, label: str, state: _Route, until: float, reason: str) -> None:
         state.until, state.reason, state.probe_until = until, reason, 0.0
         state.consecutive = 0
-        self.changes.append((label, until, reason))
+        if self.sharing:
+            self.changes.append((label, until, reason))
 
     def _count(self, state: _Route, now: float, ok: bool) -> int:
         """Count an outcome in its time slot; returns the slot number."""

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 class LiveRouting:
     def __init__(self, config: RoutingConfig) -> None:
         self.config = config
+        self._sharing = False
         self.reset()
 
     def reset(self) -> None:
@@ -36,6 +37,16 @@ class LiveRouting:
         self.metrics = RouteMetrics()
         self.health = RouteHealth(self.config.cooldown)
         self.affinity = Affinity(self.config.affinity)
+        self.health.sharing = self.affinity.sharing = self._sharing
+
+    @property
+    def sharing(self) -> bool:
+        """Whether `routing/shared.py` collects what is learned here for the other replicas."""
+        return self._sharing
+
+    @sharing.setter
+    def sharing(self, on: bool) -> None:
+        self._sharing = self.health.sharing = self.affinity.sharing = on
 
     def observe(self, ctx: RequestContext, attempt: Attempt) -> None:
         """Learn from one finished attempt (called once per attempt, success or failure)."""

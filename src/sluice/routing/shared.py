@@ -242,6 +242,7 @@ class SharedRouting:
         request. Redis down: the wait ends at the first failed connection (refused at once; at
         most `timeout` for an unreachable host), a warning is logged, and the gateway serves.
         """
+        self.live.sharing = True  # from now on health and affinity keep their changes for us
         loops: list[tuple[str, Callable[[], Awaitable[None]]]] = [
             ("subscribe", self._subscribe_loop), ("publish", self._publish_loop), ("metrics", self._metrics_loop)]
         self._tasks = [asyncio.create_task(loop(), name=f"sluice-shared-{name}") for name, loop in loops]
