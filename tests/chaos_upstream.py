@@ -14,6 +14,8 @@ unless the route's upstream model names a failure (`FAILURES`). The model is the
 for model `fail-503` fails with a 503 in its protocol's error shape, `ok` succeeds, and anything
 after a dot is a tag that only makes a distinct route (`flaky.t1`: a flaky route of its own).
 `override(model, failure)` changes what a model does from now on (a route that heals or breaks).
+A failure that only a stream can have (`end-before`, `stall-before`, `error-before-429`,
+`end-after`) answers a whole (non-streamed) request normally.
 
 Every request is recorded (`hits`: protocol, model, failure, stream, arrival time) before the
 failure is played, so a test can assert which candidates were tried, in which order, and when.
@@ -76,9 +78,10 @@ AFTER_CONTENT = (
     "stall-after",  # some text, then SILENCE: the gateway's idle timeout ends it
 )
 STALL_BEFORE = "stall-before"  # stream: headers + start event(s), then SILENCE (no first content)
+LIMITED_BEFORE = "error-before-429"  # stream: start event(s) + the protocol's in-stream rate-limit error
 # Answers the request itself is refused with, or the caller is: another route may do better.
 REFUSALS = ("fail-400", "fail-401", "fail-403", "fail-404")
-FAILURES = (*BEFORE_CONTENT, STALL_BEFORE, *AFTER_CONTENT, *REFUSALS)
+FAILURES = (*BEFORE_CONTENT, STALL_BEFORE, LIMITED_BEFORE, *AFTER_CONTENT, *REFUSALS)
 # Not a failure: the answer, after LATE seconds (a slow but healthy route). Any other name
 # (`ok`, `healthy`, ...) is answered at once.
 LATE = 0.5
@@ -229,10 +232,14 @@ def http_error(kind: str, status: int) -> tuple[dict[str, str], bytes]:
 
 
 STREAM_ERROR_MESSAGE = "The model is overloaded. Please try again later."
+STREAM_LIMIT_MESSAGE = "Rate limit reached for requests. Please try again later."
 
 
-def stream_error(kind: str, after: int) -> list[bytes]:
-    """The protocol's in-stream error report, as the frames that follow `after` frames of the answer."""
+def stream_error(kind: str, after: int, *, limited: bool = False) -> list[bytes]:
+    """The protocol's in-stream error report, as the frames that follow `after` frames of the answer:
+    an overload, or (`limited`) a rate limit."""
+    if limited:
+        return _stream_limit(kind, after)
     message = STREAM_ERROR_MESSAGE
     if kind == "openai":
         recorded = RECORDINGS["openai"]
@@ -254,6 +261,26 @@ def stream_error(kind: str, after: int) -> list[bytes]:
     return [encode_eventstream_frame({":exception-type": "serviceUnavailableException",
                                       ":content-type": "application/json", ":message-type": "exception"},
                                      json.dumps({"message": message}).encode())]
+
+
+def _stream_limit(kind: str, after: int) -> list[bytes]:
+    message = STREAM_LIMIT_MESSAGE
+    if kind == "openai":
+        created = json.loads(parse_sse_block(RECORDINGS["openai"].frames[0])[1])["response"]  # type: ignore[index]
+        failed = {**created, "status": "failed", "error": {"code": "rate_limit_exceeded", "message": message}}
+        return [_sse({"type": "error", "sequence_number": after, "error": {
+                     "type": "requests", "code": "rate_limit_exceeded", "message": message, "param": None}},
+                     event="error"),
+                _sse({"type": "response.failed", "sequence_number": after + 1, "response": failed},
+                     event="response.failed")]
+    if kind == "openai-chat":
+        return [_sse({"error": {"message": message, "type": "requests", "param": None, "code": "rate_limit_exceeded"}})]
+    if kind == "anthropic":
+        return [_sse({"type": "error", "error": {"type": "rate_limit_error", "message": message}}, event="error")]
+    if kind == "gemini":
+        return [_sse({"error": {"code": 429, "message": message, "status": "RESOURCE_EXHAUSTED"}}, crlf=True)]
+    return [encode_eventstream_frame({":exception-type": "throttlingException", ":content-type": "application/json",
+                                      ":message-type": "exception"}, json.dumps({"message": message}).encode())]
 
 
 def _openai_partial_output(frames: tuple[bytes, ...]) -> list[dict[str, Any]]:
@@ -542,12 +569,12 @@ class ChaosUpstream:
             return True
 
         frames = list(wire.frames)
-        if failure in ("cut-before", "end-before", "error-before", STALL_BEFORE):
+        if failure in ("cut-before", "end-before", "error-before", STALL_BEFORE, LIMITED_BEFORE):
             frames = frames[: wire.start]
         elif failure in AFTER_CONTENT:
             frames = frames[: wire.content]
-        if failure in ("error-before", "error-after"):
-            frames += stream_error(kind, len(frames))
+        if failure in ("error-before", "error-after", LIMITED_BEFORE):
+            frames += stream_error(kind, len(frames), limited=failure == LIMITED_BEFORE)
         await _send_head(writer, 200, {"content-type": wire.stream_type, "transfer-encoding": "chunked"})
         for frame in frames:
             writer.write(b"%x\r\n%s\r\n" % (len(frame), frame))

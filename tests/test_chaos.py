@@ -58,14 +58,14 @@ QUICK = 5.0
 BEFORE = ("fail-500", "fail-503", "fail-529", "fail-429", "fail-401", "fail-403", "fail-404", "refused", "reset",
           "reset-headers", "slow", "garbage", "cut-before", "error-before", "flaky")
 # A whole answer has a Content-Length: it cannot end early and cleanly; its silence is stall-after's.
-STREAM_ONLY = ("end-before", "stall-before")
+STREAM_ONLY = ("end-before", "stall-before", "error-before-429")
 # After content: a stream keeps what it sent; a whole answer broken mid-body is a failure like any other.
 AFTER = ("cut-after", "error-after", "stall-after")
 STREAM_AFTER = (*AFTER, "end-after")
 # Failures the gateway retries once on the same route (the default `routing.retries: 1`).
 RETRIED = frozenset({"fail-500", "fail-503", "fail-529", "refused", "reset", "reset-headers", "slow", "garbage",
-                     "cut-before", "end-before", "stall-before", "error-before", "cut-after", "error-after",
-                     "stall-after"})
+                     "cut-before", "end-before", "stall-before", "error-before", "error-before-429", "cut-after",
+                     "error-after", "stall-after"})
 TIMEOUTS = frozenset({"slow", "stall-before", "stall-after"})
 # Error codes the gateway itself gives a failure (provider errors keep the provider's own code).
 GATEWAY_CODES = {"refused": "upstream_connection_error", "reset": "upstream_connection_error",
@@ -136,6 +136,7 @@ def models() -> str:
            for kind in KINDS for failure in (*BEFORE, *STREAM_ONLY, *STREAM_AFTER, "fail-400", "flaky-429")]
     out += [model(name, *(route(kind, failure) for kind, failure in routes))
             for name, (routes, _, _) in ALL_FAIL.items()]
+    out.append(model("all-429-in-stream", route("openai", "error-before-429"), route("bedrock", "error-before-429")))
     return "".join(out)
 
 
@@ -219,6 +220,8 @@ def first_route_status(kind: str, failure: str, stream: bool) -> int:
         return status
     if failure == "flaky":
         return 503
+    if failure == "error-before-429":
+        return 429
     if failure in TIMEOUTS:
         return 504  # upstream_timeout
     if failure in ("error-before", "error-after"):
@@ -416,6 +419,18 @@ def test_when_every_route_fails(gw: RunningGateway, http: httpx.Client, chaos: C
     assert chaos.routes() == expected
 
 
+def test_every_route_rate_limited_inside_its_stream(gw: RunningGateway, http: httpx.Client,
+                                                   chaos: ChaosUpstream) -> None:
+    """A rate limit reported inside a 200 stream (no Retry-After header) on every route is still a
+    429 with Retry-After for the client, before its stream starts."""
+    resp = http.post(f"{gw.url}/v1/responses", headers=AUTH,
+                     json={"model": "all-429-in-stream", "input": "hi", "stream": True})
+    assert resp.status_code == 429, resp.text
+    assert int(resp.headers["retry-after"]) >= 1
+    assert "Rate limit reached" in resp.json()["error"]["message"]
+    assert chaos.routes() == [("openai", "error-before-429")] * 2 + [("bedrock", "error-before-429")] * 2
+
+
 def test_the_sdk_raises_the_status_the_spec_gives(gw: RunningGateway, http: httpx.Client) -> None:
     client = sdk(gw, http)
     with pytest.raises(openai.RateLimitError) as limited:
@@ -428,6 +443,45 @@ def test_the_sdk_raises_the_status_the_spec_gives(gw: RunningGateway, http: http
 
 
 # --- nothing hangs, nothing leaks ---------------------------------------------------------------
+
+
+def test_a_client_that_leaves_during_a_retry_wait_stops_the_request(patient: RunningGateway, http: httpx.Client,
+                                                                   chaos: ChaosUpstream) -> None:
+    """The gateway waits 1 s for a Retry-After; the client leaves first: no retry, no fallback."""
+    with pytest.raises(httpx.ReadTimeout):
+        http.post(f"{patient.url}/v1/responses", headers=AUTH, timeout=0.3,
+                  json={"model": "openai--fail-429", "input": "hi"})
+    time.sleep(RETRY_AFTER + 0.3)
+    assert chaos.routes() == [("openai", "fail-429")]
+
+
+def test_many_failing_requests_at_once(gw: RunningGateway, http: httpx.Client, chaos: ChaosUpstream) -> None:
+    """Every kind of failure on every upstream type at the same time: each request ends as it would
+    alone (clean answer, or a failed stream after content), none waits on another."""
+    cases = [(kind, failure, stream) for kind in KINDS for stream in (False, True)
+             for failure in ("fail-503", "reset", "slow", "garbage", "cut-before", "error-before", "flaky",
+                             "cut-after", "error-after", "stall-after")
+             if not (kind == "bedrock" and not stream and failure.startswith("error-"))]
+
+    def call(case: tuple[str, str, bool]) -> str:
+        kind, failure, stream = case
+        if stream:
+            events = stream_events(gw, http, f"{kind}--{failure}")
+            assert_well_formed(events)
+            return events[-1]["type"]
+        resp = http.post(f"{gw.url}/v1/responses", headers=AUTH, json={"model": f"{kind}--{failure}", "input": "hi"})
+        assert resp.status_code == 200, resp.text
+        return str(resp.json()["status"])
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(len(cases)) as pool:
+        results = dict(zip(cases, pool.map(call, cases), strict=True))
+    assert time.monotonic() - started < 2 * TIMEOUT + QUICK
+    for (_, failure, stream), result in results.items():
+        if stream and failure in AFTER:
+            assert result == "response.failed"
+        else:
+            assert result in ("completed", "response.completed")
 
 
 def test_the_gateway_still_serves_after_the_chaos(gw: RunningGateway, http: httpx.Client, chaos: ChaosUpstream) -> None:
