@@ -184,8 +184,9 @@ def sdk(gateway: RunningGateway, http: httpx.Client) -> openai.OpenAI:
 _EVENT = pydantic.TypeAdapter(ResponseStreamEvent)
 
 
-def stream_events(gateway: RunningGateway, http: httpx.Client, model_name: str) -> list[dict[str, Any]]:
-    """The stream's events, each checked against the SDK's event types."""
+def stream_response(gateway: RunningGateway, http: httpx.Client, model_name: str
+                    ) -> tuple[list[dict[str, Any]], httpx.Headers]:
+    """The stream's events, each checked against the SDK's event types, and the response headers."""
     with http.stream("POST", f"{gateway.url}/v1/responses", headers=AUTH,
                      json={"model": model_name, "input": "hi", "stream": True}) as resp:
         assert resp.status_code == 200, resp.read()
@@ -193,7 +194,11 @@ def stream_events(gateway: RunningGateway, http: httpx.Client, model_name: str) 
         events = read_events(resp)
     for event in events:
         _EVENT.validate_python(event)  # the SDK parses every event as its declared type
-    return events
+    return events, resp.headers
+
+
+def stream_events(gateway: RunningGateway, http: httpx.Client, model_name: str) -> list[dict[str, Any]]:
+    return stream_response(gateway, http, model_name)[0]
 
 
 def text_of(events: list[dict[str, Any]]) -> str:
@@ -241,8 +246,9 @@ def test_failure_before_content_fails_over(gw: RunningGateway, http: httpx.Clien
     started = time.monotonic()
     name = f"{kind}--{failure}"
     wire = RECORDINGS[kind]
+    serving = "flaky" if failure == "flaky" else "ok"
     if stream:
-        events = stream_events(gw, http, name)
+        events, headers = stream_response(gw, http, name)
         assert_well_formed(events)  # gap-free sequence numbers, one terminal event, items well nested
         kinds = [e["type"] for e in events]
         assert kinds.count("response.created") == 1 and "error" not in kinds and "response.failed" not in kinds
@@ -250,16 +256,16 @@ def test_failure_before_content_fails_over(gw: RunningGateway, http: httpx.Clien
         response = events[-1]["response"]
         Response.model_validate(response)
         assert text_of(events) == message_text(response) == wire.stream_text
+        assert headers["x-sluice-route"] == f"c-{kind}/{serving}"
     else:
         raw = sdk(gw, http).responses.with_raw_response.create(model=name, input="hi")
         parsed = raw.parse()  # the SDK's own Response
         response = raw.http_response.json()
         assert parsed.status == "completed"
         assert parsed.output_text == wire.body_text
-        assert raw.headers["x-sluice-route"] == f"c-{kind}/{'flaky' if failure == 'flaky' else 'ok'}"
+        assert raw.headers["x-sluice-route"] == f"c-{kind}/{serving}"
     elapsed = time.monotonic() - started
 
-    serving = "flaky" if failure == "flaky" else "ok"
     assert response["model"] == f"c-{kind}/{serving}"
     first = "dead" if failure == "refused" else "c"
     tries = 2 if failure in RETRIED else 1
@@ -345,7 +351,7 @@ def test_failure_after_content_ends_the_stream_with_response_failed(gw: RunningG
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_the_sdk_reads_a_broken_stream_to_its_failed_end(gw: RunningGateway, http: httpx.Client, kind: str) -> None:
-    """The official SDK's stream helper sees the text, then a failed Response: no exception, no hang."""
+    """The official SDK iterates a stream broken after content to its end: no exception, no hang."""
     with sdk(gw, http).responses.create(model=f"{kind}--error-after", input="hi", stream=True) as stream:
         seen = [event.type for event in stream]
     assert seen[-2:] == ["error", "response.failed"]
@@ -367,8 +373,8 @@ def test_retry_after_is_waited_for_when_max_retry_wait_allows(patient: RunningGa
             events = stream_events(patient, http, f"{kind}--{failure}")
             assert events[-1]["type"] == "response.completed"
             return events[-1]["response"]
-        return sdk(patient, http).responses.with_raw_response.create(model=f"{kind}--{failure}", input="hi"
-                                                               ).http_response.json()
+        raw = sdk(patient, http).responses.with_raw_response.create(model=f"{kind}--{failure}", input="hi")
+        return raw.http_response.json()
 
     started = time.monotonic()
     with ThreadPoolExecutor(len(cases)) as pool:  # concurrently: ten 1-second waits in one second
@@ -485,13 +491,17 @@ def test_many_failing_requests_at_once(gw: RunningGateway, http: httpx.Client, c
 
 
 def test_the_gateway_still_serves_after_the_chaos(gw: RunningGateway, http: httpx.Client, chaos: ChaosUpstream) -> None:
-    """Pooled connections broken by the cases above (resets, cuts, timeouts) are never reused."""
+    """After all the cases above (resets, cuts, timeouts on pooled connections), every upstream type
+    still serves, streamed and not, through the retry of a flaky route."""
     for kind in KINDS:
         for stream in (False, True):
-            response = (stream_events(gw, http, f"{kind}--flaky")[-1]["response"] if stream else
-                        sdk(gw, http).responses.with_raw_response.create(model=f"{kind}--flaky", input="hi"
-                                                                   ).http_response.json())
+            if stream:
+                response = stream_events(gw, http, f"{kind}--flaky")[-1]["response"]
+            else:
+                raw = sdk(gw, http).responses.with_raw_response.create(model=f"{kind}--flaky", input="hi")
+                response = raw.http_response.json()
             assert response["status"] == "completed"
+            assert trace(response) == [(f"c-{kind}", "flaky", "error", 503), (f"c-{kind}", "flaky", "ok", 200)]
             chaos.reset()
 
 
