@@ -15,7 +15,7 @@ for model `fail-503` fails with a 503 in its protocol's error shape, `ok` succee
 after a dot is a tag that only makes a distinct route (`flaky.t1`: a flaky route of its own).
 `override(model, failure)` changes what a model does from now on (a route that heals or breaks).
 A failure that only a stream can have (`end-before`, `stall-before`, `error-before-429`,
-`end-after`) answers a whole (non-streamed) request normally.
+`end-after`, `garbage-after`) answers a whole (non-streamed) request normally.
 
 Every request is recorded (`hits`: protocol, model, failure, stream, arrival time) before the
 failure is played, so a test can assert which candidates were tried, in which order, and when.
@@ -75,6 +75,8 @@ AFTER_CONTENT = (
     "cut-after",  # some text, then FIN (stream: no terminating chunk; whole: half the JSON body)
     "end-after",  # stream only: some text, then a clean end of the body without the protocol's end
     "error-after",  # some text, then the protocol's in-stream error (whole: a 200 failed answer)
+    "garbage-after",  # stream only: some text; then, in one write, more text and an event that is not
+    # the protocol (so the gateway reads them together), then the end
     "stall-after",  # some text, then SILENCE: the gateway's idle timeout ends it
 )
 STALL_BEFORE = "stall-before"  # stream: headers + start event(s), then SILENCE (no first content)
@@ -138,9 +140,10 @@ RECORDINGS: dict[str, Wire] = {
     # Start: message_start; content: content_block_start, ping, "Hello", "! I".
     "anthropic": _wire("anthropic", FIX / "anthropic/vercel-ai/anthropic-text.chunks.txt",
                        FIX / "anthropic/vercel-ai/anthropic-text.json", "anthropic", start=1, content=5),
-    # No start event: the first chunk already carries text.
+    # No start event: the first chunk already carries text; content: both text chunks (not the last
+    # one, which carries the signature and finishReason).
     "gemini": _wire("gemini", FIX / "gemini/vercel-ai/google-text.chunks.txt",
-                    FIX / "gemini/vercel-ai/google-text.json", "gemini", start=0, content=1),
+                    FIX / "gemini/vercel-ai/google-text.json", "gemini", start=0, content=2),
     # Start: messageStart; content: three text deltas.
     "bedrock": _wire("bedrock", FIX / "bedrock/vercel-ai/amazon-bedrock-text.chunks.txt",
                      FIX / "bedrock/vercel-ai/amazon-bedrock-text.json", "bedrock", start=1, content=4),
@@ -575,8 +578,12 @@ class ChaosUpstream:
             frames = frames[: wire.content]
         if failure in ("error-before", "error-after", LIMITED_BEFORE):
             frames += stream_error(kind, len(frames), limited=failure == LIMITED_BEFORE)
+        elif failure == "garbage-after":
+            frames[-1] += garbage(kind, stream=True)[1]
         await _send_head(writer, 200, {"content-type": wire.stream_type, "transfer-encoding": "chunked"})
-        for frame in frames:
+        for index, frame in enumerate(frames):
+            if failure == "garbage-after" and index == len(frames) - 1:
+                await asyncio.sleep(0.05)  # what came before is read (and sent on) first
             writer.write(b"%x\r\n%s\r\n" % (len(frame), frame))
             await writer.drain()
         if failure in ("cut-before", "cut-after"):

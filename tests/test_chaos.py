@@ -61,7 +61,9 @@ BEFORE = ("fail-500", "fail-503", "fail-529", "fail-429", "fail-401", "fail-403"
 STREAM_ONLY = ("end-before", "stall-before", "error-before-429")
 # After content: a stream keeps what it sent; a whole answer broken mid-body is a failure like any other.
 AFTER = ("cut-after", "error-after", "stall-after")
-STREAM_AFTER = (*AFTER, "end-after")
+# `garbage-after`: the last text arrives in the same read as an event that is not the protocol; that
+# text reached the gateway before the garbage and must reach the client too.
+STREAM_AFTER = (*AFTER, "end-after", "garbage-after")
 # Failures the gateway retries once on the same route (the default `routing.retries: 1`).
 RETRIED = frozenset({"fail-500", "fail-503", "fail-529", "refused", "reset", "reset-headers", "slow", "garbage",
                      "cut-before", "end-before", "stall-before", "error-before", "error-before-429", "cut-after",
