@@ -116,6 +116,20 @@ class RunningGateway:
         self.app = app
 
 
+# Gateways alive now: each test starts with their routing memory wiped (below).
+_LIVE_APPS: list[SluiceApp] = []
+
+
+@pytest.fixture(autouse=True)
+def _fresh_routing_memory() -> None:
+    """Many tests share a gateway and fail its routes on purpose; what one test's failures taught
+    the gateway (cooldowns, affinity, latency) must not steer the next test's routing. Tests of
+    that memory itself (test_cooldowns.py, test_live_metrics.py, ...) build it within one test."""
+    for app in _LIVE_APPS:
+        if app.pipeline is not None:
+            app.pipeline.live.reset()
+
+
 @contextlib.contextmanager
 def running_gateway(config_text: str) -> Iterator[RunningGateway]:
     """A gateway with this config, serving on a free loopback port until the block ends."""
@@ -130,9 +144,11 @@ def running_gateway(config_text: str) -> Iterator[RunningGateway]:
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("gateway did not start")
         time.sleep(0.01)
+    _LIVE_APPS.append(app)
     try:
         yield RunningGateway(f"http://127.0.0.1:{port}", app)
     finally:
+        _LIVE_APPS.remove(app)
         server.should_exit = True
         thread.join(timeout=10)
 

@@ -36,6 +36,9 @@ CONFIG = """
 database: sqlite:///{db}
 master_key: {master}
 builtin_catalog: false
+# These tests replay one recorded error after another through one route: a cooldown would
+# answer for the route instead (cooldowns: tests/test_cooldowns.py).
+routing: {{cooldown: {{enabled: false}}}}
 providers:
   claude:
     type: anthropic

@@ -20,6 +20,8 @@ import openai
 import pytest
 
 from sluice.canonical.reasoning import seal
+from sluice.routing.affinity import derived_prompt_cache_key
+from sluice.state.keys import MASTER
 from tests.openai_replay_helpers import (
     TERMINAL,
     by_position,
@@ -161,6 +163,8 @@ def check_sent(upstream: Any, body: dict[str, Any], stream: bool) -> None:
     assert sent.headers["authorization"] == "Bearer sk-upstream-secret-openai-0000"
     want = {k: v for k, v in body.items() if k not in NOT_FORWARDED}
     want["input"] = canonical_input(body["input"])
+    # A request without a prompt_cache_key gets one per API key (and end user), as the reference does.
+    want.setdefault("prompt_cache_key", derived_prompt_cache_key(MASTER, body.get("user")))
     assert sent.json == {**want, "model": MODEL, "stream": stream}
 
 
@@ -464,6 +468,7 @@ def test_sluice_extensions_are_stripped(gateway: Any, upstream: Any, client: ope
             {"type": "function_call_output", "call_id": "call_1", "output": "Error: boom"},  # is_error, said
         ],
         "tools": [tool],
+        "prompt_cache_key": derived_prompt_cache_key(MASTER, None),
         "prompt_cache_retention": "in_memory",
         "metadata": {"k": "v"},
         "include": ["reasoning.encrypted_content"],

@@ -40,9 +40,10 @@ async def run_attempts(ctx: RequestContext, routes: Sequence[Route], start: Star
         while True:
             if calls >= limits.max_attempts or time.monotonic() >= ctx.deadline:
                 raise final_error(last)
-            if not policy.before_attempt(ctx, route):
+            skip = policy.before_attempt(ctx, route)
+            if skip is not None:
                 now = time.monotonic()
-                ctx.attempts.append(Attempt(route, now, ended=now, outcome="skipped"))
+                ctx.attempts.append(Attempt(route, now, ended=now, outcome=skip.outcome, error=skip.error))
                 break
             calls += 1
             attempt = Attempt(route, time.monotonic())

@@ -23,7 +23,8 @@ class Attempt:
     """One call to one route: when it started, produced its first output, ended, and how.
 
     Times are `time.monotonic()` seconds. `outcome` is "pending" while it runs, then "ok",
-    "error" (failed; `error` says why) or "skipped" (the routing policy passed over it).
+    "error" (failed; `error` says why), "skipped" (the routing policy passed over it: it cannot
+    help this request) or "cooldown" (out of rotation after failures or a rate limit).
     """
 
     route: Route
@@ -69,6 +70,8 @@ class RequestContext:
     attempts: list[Attempt] = field(default_factory=list)
     # Per-request state of the guardrails (e.g. a redaction's placeholder map), by guardrail name.
     guardrails: dict[str, Any] = field(default_factory=dict)
+    # Per-request state of the routing policy (the prompt-prefix key its choice is remembered under).
+    routing: dict[str, Any] = field(default_factory=dict)
     route: Route | None = None  # the route that serves the response, once one has started
     # Hosted tools the serving route's protocol has no equivalent for and left out of the request
     # (provider `unsupported_tools: drop`); the surface names them in `x-sluice-dropped-tools`.

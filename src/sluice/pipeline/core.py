@@ -28,7 +28,9 @@ from sluice.pipeline.stages import Batches, Event, Hook, Stage, run_hooks
 from sluice.pipeline.stream import ResponseStream
 from sluice.providers import create_adapter
 from sluice.providers.base import Adapter
+from sluice.routing.affinity import derived_prompt_cache_key
 from sluice.routing.catalog import Catalog, Route
+from sluice.routing.live import LivePolicy, LiveRouting
 from sluice.routing.policy import DefaultPolicy, RoutingPolicy
 from sluice.routing.router import plan
 from sluice.routing.trace import routing_trace
@@ -43,7 +45,9 @@ class Pipeline:
         self.adapters: dict[str, Adapter] = {
             name: create_adapter(name, provider) for name, provider in catalog.providers.items()
         }
-        self.policy: RoutingPolicy = policy or DefaultPolicy(config.routing)
+        # What routing learns while serving (measurements, route health, cache affinity).
+        self.live = LiveRouting(config.routing)
+        self.policy: RoutingPolicy = policy or LivePolicy(DefaultPolicy(config.routing), self.live)
         self.stages: list[Stage] = list(stages)
         self.hooks: list[Hook] = list(hooks)
         self._background: set[asyncio.Task[None]] = set()
@@ -67,10 +71,10 @@ class Pipeline:
         ctx.route = attempt.route
         attempt.first_token = now = time.monotonic()
         attempt.succeed(now)
-        self.policy.after_attempt(ctx, attempt)
         for stage in reversed(self.stages):
             result = await stage.result(ctx, result)
         response = self.respond(ctx, attempt, result)
+        self.policy.after_attempt(ctx, attempt)  # after `respond`: the policy learns from the usage
         await self.end(ctx)
         return response
 
@@ -140,6 +144,11 @@ class Pipeline:
         for stage in self.stages:
             await stage.request(ctx)
         request = ctx.request
+        if request.req.prompt_cache_key is None and self.config.routing.affinity.derive_prompt_cache_key:
+            # As the reference does: one cache bucket per API key (and end user) at providers that
+            # take a `prompt_cache_key`; the others never see it. The echo keeps the client's value.
+            request = ctx.request = request.replace(
+                prompt_cache_key=derived_prompt_cache_key(ctx.caller, request.req.user))
         if request.req.previous_response_id is not None:
             # Stored conversations are not kept yet, so no id can be found.
             raise NotFound(f"Previous response with id '{request.req.previous_response_id}' not found.",
@@ -164,7 +173,7 @@ class Pipeline:
             able.append(route)
         if not able and refusal is not None:
             raise refusal
-        return able
+        return self.policy.order(ctx, able)
 
     # --- the end of a request ------------------------------------------------------------------
 

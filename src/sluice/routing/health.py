@@ -18,7 +18,6 @@ replicas (`changes` / `apply_remote`).
 from __future__ import annotations
 
 import time
-from collections import deque
 from dataclasses import dataclass, field
 
 from sluice.config import CooldownConfig
@@ -26,6 +25,9 @@ from sluice.errors import CLIENT_FAULT, UpstreamError
 
 # Statuses that say nothing about the route's health: the request's fault, or the client leaving.
 _NOT_THE_ROUTE = CLIENT_FAULT | {499}
+
+# The error-rate window is counted in this many slots: O(1) per outcome, whatever the traffic.
+_SLOTS = 6
 
 RATE_LIMITED = "rate_limited"
 FAILING = "failing"
@@ -38,8 +40,17 @@ class _Route:
     reason: str = ""  # why the cooldown: RATE_LIMITED or FAILING
     strikes: int = 0  # cooldowns opened since the last success (for the doubling)
     probe_until: float = 0.0  # wall clock: a half-open probe is in flight until then
-    recent: deque[tuple[float, bool]] = field(default_factory=deque)  # (time, ok) within the window
-    recent_failures: int = 0
+    # Outcomes over the error-rate window, in `_SLOTS` time slots: [slot number, successes, failures].
+    slots: list[list[int]] = field(default_factory=lambda: [[-1, 0, 0] for _ in range(_SLOTS)])
+
+    def tally(self, slot: int) -> tuple[int, int]:
+        """(attempts, failures) in the window ending in `slot`."""
+        total = failed = 0
+        for number, ok, bad in self.slots:
+            if slot - number < _SLOTS:
+                total += ok + bad
+                failed += bad
+        return total, failed
 
 
 class RouteHealth:
@@ -71,14 +82,33 @@ class RouteHealth:
         state.probe_until = now + self.config.duration  # this caller probes
         return None
 
+    def is_cooling(self, label: str, now: float | None = None) -> bool:
+        """Whether the route is in a cooldown now (a look only: it does not claim the half-open probe)."""
+        state = self._routes.get(label)
+        if state is None or not state.until or not self.config.enabled:
+            return False
+        now = time.time() if now is None else now
+        return now < state.until or now < state.probe_until
+
+    def reason(self, label: str) -> str:
+        state = self._routes.get(label)
+        return state.reason if state is not None else ""
+
+    def until(self, label: str) -> float:
+        state = self._routes.get(label)
+        return state.until if state is not None else 0.0
+
     def success(self, label: str) -> None:
+        if not self.config.enabled:
+            return
         state = self._routes.get(label)
         if state is None:
-            return  # a route that never failed: nothing to track
+            state = self._routes[label] = _Route()
+        elif state.until:
+            state.consecutive = state.strikes = 0
+            state.until = state.probe_until = 0.0
         state.consecutive = 0
-        state.strikes = 0
-        state.until = state.probe_until = 0.0
-        self._remember(state, time.time(), True)
+        self._count(state, time.time(), True)
 
     def failure(self, label: str, error: UpstreamError) -> None:
         if not self.config.enabled or not self.counts(error):
@@ -88,15 +118,15 @@ class RouteHealth:
         if state is None:
             state = self._routes[label] = _Route()
         state.consecutive += 1
-        self._remember(state, now, False)
+        slot = self._count(state, now, False)
         if error.status == 429 and error.retry_after:
             self._open(label, state, now + error.retry_after, RATE_LIMITED)
             return
         config = self.config
         probing = state.until and now >= state.until  # a half-open probe failed
-        total = len(state.recent)
+        total, failed = state.tally(slot)
         if probing or state.consecutive >= config.failures or (
-                total >= config.min_requests and state.recent_failures >= config.error_rate * total):
+                total >= config.min_requests and failed >= config.error_rate * total):
             duration = min(config.duration * 2 ** state.strikes, config.max_duration)
             state.strikes += 1
             self._open(label, state, now + duration, FAILING)
@@ -114,12 +144,11 @@ class RouteHealth:
         state.consecutive = 0
         self.changes.append((label, until, reason))
 
-    def _remember(self, state: _Route, now: float, ok: bool) -> None:
-        recent = state.recent
-        recent.append((now, ok))
-        if not ok:
-            state.recent_failures += 1
-        horizon = now - self.config.window
-        while recent and recent[0][0] < horizon:
-            if not recent.popleft()[1]:
-                state.recent_failures -= 1
+    def _count(self, state: _Route, now: float, ok: bool) -> int:
+        """Count an outcome in its time slot; returns the slot number."""
+        number = int(now * _SLOTS / self.config.window)
+        slot = state.slots[number % _SLOTS]
+        if slot[0] != number:
+            slot[0], slot[1], slot[2] = number, 0, 0
+        slot[1 if ok else 2] += 1
+        return number

@@ -9,12 +9,18 @@ request path.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from sluice.accounting.cost import response_cost
+from sluice.accounting.estimate import estimate_usage
 from sluice.config import RoutingConfig
+from sluice.errors import UpstreamError
 from sluice.routing.affinity import Affinity
-from sluice.routing.health import RouteHealth
+from sluice.routing.catalog import Route
+from sluice.routing.health import FAILING, RATE_LIMITED, RouteHealth
 from sluice.routing.metrics import RouteMetrics
+from sluice.routing.policy import Decision, RoutingPolicy, Skip
+from sluice.routing.router import DEFAULT_OUTPUT_TOKENS
 
 if TYPE_CHECKING:
     from sluice.pipeline.context import Attempt, RequestContext
@@ -23,9 +29,13 @@ if TYPE_CHECKING:
 class LiveRouting:
     def __init__(self, config: RoutingConfig) -> None:
         self.config = config
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything learned: measurements, cooldowns, affinities."""
         self.metrics = RouteMetrics()
-        self.health = RouteHealth(config.cooldown)
-        self.affinity = Affinity(config.affinity)
+        self.health = RouteHealth(self.config.cooldown)
+        self.affinity = Affinity(self.config.affinity)
 
     def observe(self, ctx: RequestContext, attempt: Attempt) -> None:
         """Learn from one finished attempt (called once per attempt, success or failure)."""
@@ -48,3 +58,98 @@ class LiveRouting:
                 self.affinity.served(ctx, attempt.route, usage)
         else:
             self.health.failure(label, error)
+
+
+class LivePolicy:
+    """The routing policy with what the gateway has learned: health, cache affinity, measurements.
+
+    Wraps the retry policy (`routing/policy.py`): it reorders the planned candidates (a route
+    holding the prompt's cache first), passes over routes in cooldown, and feeds every finished
+    attempt back into `LiveRouting`. A request whose model has one candidate pays one dict lookup.
+    """
+
+    def __init__(self, inner: RoutingPolicy, live: LiveRouting) -> None:
+        self.inner = inner
+        self.live = live
+
+    def order(self, ctx: RequestContext, routes: list[Route]) -> list[Route]:
+        routes = self.inner.order(ctx, routes)
+        live = self.live
+        health = live.health
+        cooling = [route for route in routes if health.is_cooling(route.label)]
+        if cooling and len(cooling) == len(routes):
+            # Nothing is in rotation: rather than refuse the request, the failing route that comes
+            # back soonest is tried anyway (routes cooling for a rate limit are not: the provider
+            # said when to come back, and the client gets that as a 429).
+            failing = [route for route in cooling if health.reason(route.label) == FAILING]
+            if failing:
+                ctx.routing["last_resort"] = min(failing, key=lambda route: health.until(route.label)).label
+        affinity = live.affinity
+        if len(routes) < 2 or not affinity.config.enabled:
+            return routes
+        key = affinity.key(ctx)
+        if key is None:
+            return routes
+        ctx.routing["affinity"] = key
+        held = affinity.lookup(key)
+        if held is None:
+            return routes
+        label, warm = held
+        index = next((i for i, route in enumerate(routes) if route.label == label), 0)
+        if index == 0 or health.is_cooling(label) or self._pinned(ctx):
+            return routes
+        sticky = routes[index]
+        if _sort(ctx, live.config) == "cost" and not _cheaper_warm(ctx, sticky, routes[0], warm):
+            return routes  # a colder route is cheaper even paying full price for the prefix
+        return [sticky, *routes[:index], *routes[index + 1:]]
+
+    def before_attempt(self, ctx: RequestContext, route: Route) -> Skip | None:
+        cooling = self.live.health.cooling(route.label)
+        if cooling is not None and ctx.routing.get("last_resort") != route.label:
+            reason, left = cooling
+            if reason == RATE_LIMITED:
+                error = UpstreamError(f"Route {route.label} is rate limited for {left:.0f} more seconds.",
+                                      provider=route.provider, retryable=True, retry_after=left, status=429,
+                                      code="rate_limit_exceeded")
+            else:
+                error = UpstreamError(f"Route {route.label} is out of rotation after repeated failures "
+                                      f"(back in {left:.0f} s).", provider=route.provider, retryable=True,
+                                      retry_after=left, status=503, code="route_cooldown")
+            return Skip("cooldown", error)
+        return self.inner.before_attempt(ctx, route)
+
+    def after_attempt(self, ctx: RequestContext, attempt: Attempt) -> Decision:
+        self.live.observe(ctx, attempt)
+        return self.inner.after_attempt(ctx, attempt)
+
+    @staticmethod
+    def _pinned(ctx: RequestContext) -> bool:
+        """A `provider/model` request: the client chose the route, affinity does not move it."""
+        return "/" in ctx.client_request.req.model
+
+
+def _sort(ctx: RequestContext, config: RoutingConfig) -> str | None:
+    routing = ctx.client_request.req.routing
+    if routing is not None:
+        chosen = (routing.model.sort if routing.model else None) or (routing.provider.sort if routing.provider
+                                                                     else None)
+        if chosen:
+            return chosen
+    return config.sort
+
+
+def _cheaper_warm(ctx: RequestContext, warm_route: Route, first: Route, warm: int) -> bool:
+    """Whether the warm route, reading `warm` tokens from its cache, costs no more than `first` cold."""
+    if warm_route.price is None:
+        return False
+    if first.price is None:
+        return True
+    tokens = estimate_usage(ctx.request, [])["input_tokens"]
+    output = ctx.request.req.max_output_tokens or DEFAULT_OUTPUT_TOKENS
+    cached = min(warm, tokens)
+
+    def usage(hit: int) -> dict[str, Any]:
+        return {"input_tokens": tokens, "output_tokens": output,
+                "input_tokens_details": {"cached_tokens": hit, "cached_tokens_created": 0}}
+
+    return (response_cost(usage(cached), warm_route.price) or 0.0) <= (response_cost(usage(0), first.price) or 0.0)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from sluice.config import RoutingConfig
-from sluice.errors import CLIENT_FAULT
+from sluice.errors import CLIENT_FAULT, UpstreamError
 from sluice.routing.catalog import Route
 
 if TYPE_CHECKING:
@@ -39,9 +39,24 @@ NEXT = Decision(Action.NEXT)
 STOP = Decision(Action.STOP)
 
 
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """Why a route is passed over without a call: recorded as an attempt with this outcome."""
+
+    outcome: str = "skipped"  # "skipped" (cannot help this request) or "cooldown" (out of rotation)
+    error: UpstreamError | None = None  # for a cooldown: what the route said last (e.g. a 429's Retry-After)
+
+
+SKIPPED = Skip()
+
+
 class RoutingPolicy(Protocol):
-    def before_attempt(self, ctx: RequestContext, route: Route) -> bool:
-        """Whether `route` may be tried now; False records it as skipped."""
+    def order(self, ctx: RequestContext, routes: list[Route]) -> list[Route]:
+        """The planned candidates, reordered by what the policy knows (health, cache affinity)."""
+        ...
+
+    def before_attempt(self, ctx: RequestContext, route: Route) -> Skip | None:
+        """None when `route` may be tried now; a `Skip` records it as passed over."""
         ...
 
     def after_attempt(self, ctx: RequestContext, attempt: Attempt) -> Decision:
@@ -64,8 +79,11 @@ class DefaultPolicy:
     def __init__(self, config: RoutingConfig) -> None:
         self.config = config
 
-    def before_attempt(self, ctx: RequestContext, route: Route) -> bool:
-        return True
+    def order(self, ctx: RequestContext, routes: list[Route]) -> list[Route]:
+        return routes
+
+    def before_attempt(self, ctx: RequestContext, route: Route) -> Skip | None:
+        return None
 
     def after_attempt(self, ctx: RequestContext, attempt: Attempt) -> Decision:
         error = attempt.error
