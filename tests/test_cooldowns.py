@@ -11,7 +11,10 @@ Through a real gateway in front of the chaos upstream (`tests/chaos_upstream.py`
 - a 429 with `Retry-After` cools the route down for exactly that long;
 - what is not the route's fault (a 400: the request itself is wrong) never cools it, and a
   success in between resets the count;
-- the cooldown is per route: the same provider's other routes keep serving.
+- the cooldown is per route: the same provider's other routes keep serving;
+- every candidate out: for failures, the one back soonest is tried anyway; for rate limits, the
+  client gets a 429 with the shortest Retry-After, and no upstream is called
+  (docs/routing.md, "Cooldowns").
 
 Each test uses routes of its own (`sick.<test>`: a model the chaos upstream answers or fails as the
 test says with `override`), so they share one gateway without sharing route health.
@@ -39,14 +42,16 @@ ROUTING = (f"{{retries: 0, retry_backoff: 0.02, max_retry_wait: 0.5, affinity: {
            f"cooldown: {{enabled: true, failures: {FAILURES}, duration: {DURATION}}}}}")
 # Each test's own route (`c-openai/sick.<tag>`) first, then a healthy route of the same provider.
 TAGS = ("trip-whole", "trip-stream", "probe", "reprobe", "limited", "one-probe", "bad-request", "reset-count",
-        "lonely")
+        "lonely", "all-limited-whole", "all-limited-stream")
 
 
 def _models() -> str:
     out = []
     for tag in TAGS:
         routes = [f"{{provider: c-openai, model: sick.{tag}}}"]
-        if tag != "lonely":
+        if tag.startswith("all-limited"):
+            routes.append(f"{{provider: c-anthropic, model: sick.{tag}}}")
+        elif tag != "lonely":
             routes.append(f"{{provider: c-openai, model: ok.{tag}}}")
         out.append(f"  cool-{tag}:\n    routes:\n" + "".join(f"      - {r}\n" for r in routes))
     return "".join(out)
@@ -98,6 +103,10 @@ def outcomes(response: dict[str, Any]) -> list[tuple[str, str]]:
     return [(a["model"], a["outcome"]) for a in response["routing"]["attempts"]]
 
 
+def cooling_codes(response: dict[str, Any]) -> set[str]:
+    return {a["error_code"] for a in response["routing"]["attempts"] if a["outcome"] == "cooldown"}
+
+
 def fail_three_times(gw: RunningGateway, http: httpx.Client, chaos: ChaosUpstream, tag: str,
                      failure: str = "fail-503", *, stream: bool = False) -> None:
     chaos.override(f"sick.{tag}", failure)
@@ -117,6 +126,7 @@ def test_three_failures_in_a_row_take_the_route_out_of_rotation(gw: RunningGatew
         status, response = ask(gw, http, tag, stream=stream)
         assert status == 200 and response["status"] == "completed"
         assert outcomes(response) == [(f"sick.{tag}", "cooldown"), (f"ok.{tag}", "ok")]
+        assert cooling_codes(response) == {"route_cooldown"}
     assert chaos.count("openai", f"sick.{tag}") == FAILURES  # skipped: nothing sent to it
     # Per route: the same provider's other route kept serving all along.
     assert chaos.count("openai", f"ok.{tag}") == FAILURES + 2
@@ -159,7 +169,9 @@ def test_a_429_cools_the_route_down_for_its_retry_after(gw: RunningGateway, http
     limited = time.monotonic()
     assert outcomes(response) == [("sick.limited", "error"), ("ok.limited", "ok")]
     assert response["routing"]["attempts"][0]["status"] == 429
-    assert outcomes(ask(gw, http, "limited", stream=True)[1]) == [("sick.limited", "cooldown"), ("ok.limited", "ok")]
+    _, response = ask(gw, http, "limited", stream=True)
+    assert outcomes(response) == [("sick.limited", "cooldown"), ("ok.limited", "ok")]
+    assert cooling_codes(response) == {"rate_limit_exceeded"}
     assert chaos.count("openai", "sick.limited") == 1
     chaos.override("sick.limited", None)
     time.sleep(max(0.0, limited + RETRY_AFTER + 0.1 - time.monotonic()))
@@ -202,15 +214,34 @@ def test_a_success_resets_the_count(gw: RunningGateway, http: httpx.Client, chao
     assert outcomes(ask(gw, http, "reset-count")[1])[0] == ("sick.reset-count", "error")
 
 
-def test_a_lone_route_in_cooldown_answers_at_once(gw: RunningGateway, http: httpx.Client, chaos: ChaosUpstream) -> None:
-    """Nothing hangs and nothing breaks when the only candidate is cooling down: an upstream-style
-    error at once (the exact status is the failure-semantics work's to decide), never a 500."""
+def test_when_every_route_is_out_for_failures_the_soonest_back_is_tried(gw: RunningGateway, http: httpx.Client,
+                                                                         chaos: ChaosUpstream) -> None:
+    """Rather than refusing the request, the route that comes back soonest (here the only one) is
+    tried anyway: it has healed, so the client is served."""
     chaos.override("sick.lonely", "fail-503")
     for _ in range(FAILURES):
         status, _ = ask(gw, http, "lonely")
         assert status == 424
+    chaos.override("sick.lonely", None)
     started = time.monotonic()
-    status, body = ask(gw, http, "lonely")
+    status, response = ask(gw, http, "lonely")
     assert time.monotonic() - started < 1
-    assert status in (424, 429, 503), body
-    assert body["error"]["message"]
+    assert status == 200, response
+    assert outcomes(response)[-1] == ("sick.lonely", "ok")
+    assert chaos.count("openai", "sick.lonely") == FAILURES + 1
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_when_every_route_is_rate_limited_the_client_gets_429_at_once(gw: RunningGateway, http: httpx.Client,
+                                                                     chaos: ChaosUpstream, stream: bool) -> None:
+    """Every candidate out for a rate limit: a 429 with the shortest Retry-After, no upstream call."""
+    tag = f"all-limited-{'stream' if stream else 'whole'}"
+    body = {"model": f"cool-{tag}", "input": "hi", "stream": stream}
+    chaos.override(f"sick.{tag}", "fail-429")
+    first = http.post(f"{gw.url}/v1/responses", headers=AUTH, json=body)
+    assert first.status_code == 429 and int(first.headers["retry-after"]) >= 1
+    assert chaos.routes() == [("openai", f"sick.{tag}"), ("anthropic", f"sick.{tag}")]
+    again = http.post(f"{gw.url}/v1/responses", headers=AUTH, json=body)
+    assert again.status_code == 429, again.text
+    assert 1 <= int(again.headers["retry-after"]) <= RETRY_AFTER
+    assert len(chaos.routes()) == 2  # nothing sent: both routes are cooling down
