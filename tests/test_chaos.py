@@ -232,11 +232,26 @@ def first_route_status(kind: str, failure: str, stream: bool) -> int:
     if failure in TIMEOUTS:
         return 504  # upstream_timeout
     if failure in ("error-before", "error-after"):
-        # The protocol's own report: a server error or an overload, or (a failed Responses answer
-        # or Chat error with HTTP 200, whole) a bad gateway.
-        return 502 if not stream and kind in ("openai", "openai-chat") else (
-            500 if kind in ("openai", "openai-chat") else 503)
+        # The protocol's own report of an overload or a server error, which each adapter maps to
+        # the status it would have come with (500, 503, or 502 for a failed answer with HTTP 200).
+        return SERVER_ERROR
     return 502
+
+
+class _ServerError(int):
+    """Equal to any 5xx status."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, int) and 500 <= other <= 599
+
+    def __hash__(self) -> int:
+        return 500
+
+    def __repr__(self) -> str:
+        return "5xx"
+
+
+SERVER_ERROR = _ServerError(500)
 
 
 # --- failures before content: failover the client never sees ----------------------------------
