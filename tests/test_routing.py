@@ -5,6 +5,7 @@ gateway with the official SDK."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from sluice.canonical.request import parse_request
 from sluice.config import parse_config
 from sluice.errors import InvalidRequest
 from sluice.routing.catalog import build_catalog
+from sluice.routing.metrics import RouteMetrics
 from sluice.routing.router import plan
 from tests.conftest import MASTER_KEY, RunningGateway, running_gateway
 from tests.replay.recordings import Exchange, fixtures_root, load
@@ -186,11 +188,143 @@ def test_provider_sort_orders_within_a_model_only() -> None:
                             "grok-proxy/mid-x"]
 
 
-def test_config_sort_default_and_live_metric_sorts_keep_config_order() -> None:
+def test_config_sort_default_and_live_metric_sorts_without_metrics_keep_config_order() -> None:
     assert labels({"model": "big", "input": "hi"}, routing="sort: cost") == [
         "openai-eu/big-1", "my-bedrock/big-b", "my-openai/big-1"]
     body = {"model": "big", "input": "hi", "routing": {"provider": {"sort": "p90_latency"}}}
     assert labels(body) == ["my-openai/big-1", "openai-eu/big-1", "my-bedrock/big-b"]
+
+
+# --- live-metric sorts (routing/metrics.py) -----------------------------------------------------------
+
+def measured(*routes: tuple[str, float], failures: tuple[str, ...] = (), ago: float = 0.0) -> RouteMetrics:
+    """Metrics where each (label, seconds) route served 3 requests with that time to first token."""
+    metrics = RouteMetrics(cache_ttl=0)
+    now = time.time() - ago
+    for label, seconds in routes:
+        for _ in range(3):
+            metrics.record(label, ok=True, latency=seconds * 2, ttft=seconds, output_tokens=int(100 + seconds * 1000),
+                           input_tokens=10, now=now)
+    for label in failures:
+        metrics.record(label, ok=False, latency=0.01, ttft=None, output_tokens=None, now=now)
+    return metrics
+
+
+def live_labels(body: dict, metrics: RouteMetrics, routing: str = "explore: 0") -> list[str]:
+    catalog, config = catalog_and_config(routing)
+    return [route.label for route in plan(parse_request(json.dumps(body).encode()), catalog, config,
+                                          metrics=metrics)]
+
+
+def sorted_by(sort: str, level: str = "provider", **more: object) -> dict:
+    return {"model": "big", "input": "hi", "routing": {level: {"sort": sort, **more}}}
+
+
+def test_live_sorts_lower_latency_first_higher_uptime_and_throughput_first() -> None:
+    metrics = measured(("my-openai/big-1", 0.3), ("openai-eu/big-1", 0.1), ("my-bedrock/big-b", 0.2))
+    for sort in ("p50_latency", "avg_latency", "min_latency", "max_latency", "p99_e2e_latency", "avg_e2e_latency",
+                 "p0_latency", "p100_latency"):
+        assert live_labels(sorted_by(sort), metrics) == ["openai-eu/big-1", "my-bedrock/big-b", "my-openai/big-1"]
+    # Throughput (tokens / generation second): 1,100 / s for openai-eu, 600 for bedrock, 433 for my-openai.
+    assert live_labels(sorted_by("throughput"), metrics) == ["openai-eu/big-1", "my-bedrock/big-b", "my-openai/big-1"]
+    # Token averages: fewer first.
+    assert live_labels(sorted_by("output_tokens"), metrics) == ["openai-eu/big-1", "my-bedrock/big-b",
+                                                                "my-openai/big-1"]
+    metrics.record("my-bedrock/big-b", ok=False, latency=0.01, ttft=None, output_tokens=None)
+    assert live_labels(sorted_by("uptime"), metrics) == ["my-openai/big-1", "openai-eu/big-1", "my-bedrock/big-b"]
+    # More requests: more proven.
+    assert live_labels(sorted_by("total_requests"), metrics)[0] == "my-bedrock/big-b"
+
+
+def test_unmeasured_routes_follow_in_config_order_and_failing_ones_last() -> None:
+    metrics = measured(("my-bedrock/big-b", 0.2), failures=("my-openai/big-1",))
+    # bedrock measured; openai-eu has no data; my-openai only failed (no latency to sort on).
+    assert live_labels(sorted_by("p50_latency"), metrics) == ["my-bedrock/big-b", "openai-eu/big-1",
+                                                              "my-openai/big-1"]
+    assert live_labels(sorted_by("p50_latency"), RouteMetrics()) == ["my-openai/big-1", "openai-eu/big-1",
+                                                                     "my-bedrock/big-b"]
+
+
+def test_unmeasured_routes_are_explored(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sluice.routing.router as router
+    metrics = measured(("my-openai/big-1", 0.1))
+    body = sorted_by("p50_latency")
+    seen = {tuple(live_labels(body, metrics, routing="explore: 0.5")) for _ in range(200)}
+    # Half the time an unmeasured route (at random) goes first; otherwise the measured one.
+    assert {order[0] for order in seen} == {"my-openai/big-1", "openai-eu/big-1", "my-bedrock/big-b"}
+    assert all(order[0] != "my-openai/big-1" or order[1:] == ("openai-eu/big-1", "my-bedrock/big-b")
+               for order in seen)
+    # The draw: explore is the share of requests that try an unmeasured route first.
+    draws = iter([0.049, 0.051])
+    monkeypatch.setattr(router.random, "random", lambda: next(draws))
+    monkeypatch.setattr(router.random, "choice", lambda options: options[-1])
+    assert live_labels(body, metrics, routing="explore: 0.05")[0] == "my-bedrock/big-b"
+    assert live_labels(body, metrics, routing="explore: 0.05")[0] == "my-openai/big-1"
+    # Nothing to explore once every route is measured; a pinned provider stays first.
+    everything = measured(("my-openai/big-1", 0.3), ("openai-eu/big-1", 0.1), ("my-bedrock/big-b", 0.2))
+    monkeypatch.setattr(router.random, "random", lambda: 0.0)
+    assert live_labels(body, everything, routing="explore: 1")[0] == "openai-eu/big-1"
+    pinned = {**body, "model": "my-openai/big"}
+    assert live_labels(pinned, metrics, routing="explore: 1") == ["my-openai/big-1", "my-bedrock/big-b",
+                                                                  "openai-eu/big-1"]
+
+
+def test_model_sort_by_a_live_metric_orders_across_models() -> None:
+    metrics = measured(("my-openai/big-1", 0.3), ("openai-eu/big-1", 0.1), ("my-bedrock/big-b", 0.2),
+                       ("my-anthropic/mid-1", 0.05))
+    body = {"model": "big", "input": "hi", "routing": {"model": {"fallbacks": ["mid"], "sort": "p90_latency"}}}
+    assert live_labels(body, metrics) == ["my-anthropic/mid-1", "openai-eu/big-1", "my-bedrock/big-b",
+                                          "my-openai/big-1", "grok-proxy/mid-x"]
+    # provider.sort alone orders within each model: the requested model stays first.
+    body["routing"] = {"model": {"fallbacks": ["mid"]}, "provider": {"sort": "p90_latency"}}
+    assert live_labels(body, metrics) == ["openai-eu/big-1", "my-bedrock/big-b", "my-openai/big-1",
+                                          "my-anthropic/mid-1", "grok-proxy/mid-x"]
+    # The config's default sort is the request's when it names none.
+    assert live_labels({"model": "big", "input": "hi"}, metrics, routing="sort: p50_latency, explore: 0")[0] == \
+        "openai-eu/big-1"
+
+
+def test_interval_is_the_requests_else_the_configs() -> None:
+    metrics = measured(("my-bedrock/big-b", 0.2), ("openai-eu/big-1", 0.1), ago=1800)  # half an hour ago
+    metrics.record("my-openai/big-1", ok=True, latency=1.0, ttft=0.5, output_tokens=1)
+    # The default 15 minutes only see my-openai; an hour sees them all.
+    assert live_labels(sorted_by("p50_latency"), metrics)[0] == "my-openai/big-1"
+    assert live_labels(sorted_by("p50_latency", interval="1h"), metrics)[0] == "openai-eu/big-1"
+    assert live_labels(sorted_by("p50_latency"), metrics, routing="interval: 1 hour, explore: 0")[0] == \
+        "openai-eu/big-1"
+
+
+def test_no_routing_single_route_reads_no_metrics() -> None:
+    class Untouchable(RouteMetrics):
+        def value(self, *args: object, **kwargs: object) -> float | None:
+            raise AssertionError("metrics read on the fast path")
+
+    assert live_labels({"model": "small", "input": "hi"}, Untouchable()) == ["my-openai/small-1"]
+    assert live_labels({"model": "big", "input": "hi"}, Untouchable()) == [
+        "my-openai/big-1", "openai-eu/big-1", "my-bedrock/big-b"]  # several routes, no sort: none either
+
+
+def test_cost_sort_estimates_output_from_the_routes_recent_average() -> None:
+    config = CONFIG.replace("  unpriced:", """  pair:
+    routes:
+      - {{provider: my-openai, model: a, price: {{input: 1.0, output: 100.0}}}}
+      - {{provider: openai-eu, model: b, price: {{input: 20.0, output: 1.0}}}}
+  unpriced:""")
+    catalog = build_catalog(parse_config(config.format(db="/tmp/u.db", master=MASTER_KEY, upstream="http://h",
+                                                       routing="")), environ={})
+    metrics = RouteMetrics(cache_ttl=0)
+    for _ in range(5):  # route a answers in about 4 tokens
+        metrics.record("my-openai/a", ok=True, latency=0.5, ttft=0.1, output_tokens=4, input_tokens=10)
+
+    def order(body: dict, with_metrics: RouteMetrics | None = metrics) -> list[str]:
+        body = {"model": "pair", "routing": {"provider": {"sort": "cost"}}, **body}
+        return [r.label for r in plan(parse_request(json.dumps(body).encode()), catalog, metrics=with_metrics)]
+
+    # "hi": a costs 1 + 4 * 100 (its recent average), b 20 + 1,000 * 1 (no data: the default).
+    assert order({"input": "hi"}) == ["my-openai/a", "openai-eu/b"]
+    assert order({"input": "hi"}, with_metrics=None) == ["openai-eu/b", "my-openai/a"]
+    # max_output_tokens, when given, is the estimate.
+    assert order({"input": "hi", "max_output_tokens": 500}) == ["openai-eu/b", "my-openai/a"]
 
 
 # --- auto ----------------------------------------------------------------------------------------
@@ -255,7 +389,9 @@ def test_sdk_provider_fallbacks_after_a_failure(client: openai.OpenAI, replay: R
 
 def test_sdk_auto_names_the_serving_route(client: openai.OpenAI, replay: ReplayServer) -> None:
     replay.enqueue(load(ANSWER)[0])
-    response = client.responses.create(model="auto", input="hi")
+    # max_output_tokens: routes that served earlier tests have a recent average output (5 tokens)
+    # that makes them cheap; the default estimate is this request's.
+    response = client.responses.create(model="auto", input="hi", max_output_tokens=500)
     assert response.model == "my-openai/small-1"
 
 
@@ -284,12 +420,16 @@ def test_pinned_route_that_cannot_serve_is_skipped_and_the_sort_applies() -> Non
     assert order == ["openai-eu/big-1", "my-openai/big-1"]
 
 
-def test_config_sort_and_auto_are_validated() -> None:
+def test_config_sort_interval_and_auto_are_validated() -> None:
     from sluice.config import ConfigError
-    for bad in ("sort: p90_latency", "auto: fastest"):
+    # The request's own vocabulary: a bare "latency" is not a sort there either.
+    for bad in ("sort: latency", "sort: p101_latency", "auto: fastest", "interval: 15s", "interval: soon",
+                "explore: 1.5"):
         with pytest.raises(ConfigError):
             catalog_and_config(bad)
     assert catalog_and_config("sort: performance, auto: performance")[1].auto == "performance"
+    config = catalog_and_config("sort: p90_e2e_latency, interval: 24 hours")[1]
+    assert (config.sort, config.interval) == ("p90_e2e_latency", "24 hours")
 
 
 def test_sdk_stream_refused_before_it_starts_when_nothing_fits(client: openai.OpenAI) -> None:
@@ -301,7 +441,7 @@ def test_sdk_stream_refused_before_it_starts_when_nothing_fits(client: openai.Op
 
 def test_sdk_stream_auto_served_by_the_cheapest(client: openai.OpenAI, replay: ReplayServer) -> None:
     replay.enqueue(load(FIX / "openai-responses/simonw-llm/test_responses_basic_streaming.yaml")[0])
-    with client.responses.stream(model="auto", input="hi") as stream:
+    with client.responses.stream(model="auto", input="hi", max_output_tokens=500) as stream:  # as above
         final = stream.get_final_response()
     assert final.model == "my-openai/small-1"
     assert replay.requests[-1].json["model"] == "small-1"

@@ -129,6 +129,16 @@ class ModelConfig(msgspec.Struct, forbid_unknown_fields=True):
 
 Seconds = Annotated[float, Meta(gt=0)]
 
+# The sorts and windows of a request's `routing` (docs/routing.md); the config's defaults for them
+# are validated with the same patterns, so a default a request could not name is an error too.
+SORT_PATTERN = (
+    r"^(cost|performance|avg_latency|min_latency|max_latency|p(100|[1-9]?[0-9])_latency|avg_e2e_latency"
+    r"|p(100|[1-9]?[0-9])_e2e_latency|uptime|throughput|total_requests|input_tokens|output_tokens|total_tokens)$"
+)
+INTERVAL_PATTERN = r"^\s*(\d+)\s*(m|min|mins|minutes?|h|hours?|d|days?|w|weeks?|y|years?)\s*$"
+Sort = Annotated[str, Meta(pattern=SORT_PATTERN)]
+Interval = Annotated[str, Meta(pattern=INTERVAL_PATTERN)]
+
 
 class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
@@ -195,13 +205,14 @@ class RoutingConfig(msgspec.Struct, forbid_unknown_fields=True):
     max_fallbacks: int = 16
     # No new attempt starts after this many seconds from the request's arrival.
     deadline: float = 600.0
-    # Default for a request's `routing.model.sort` / `routing.provider.sort` (docs/routing.md);
-    # None keeps the config order. Live-metric sorts are accepted and keep the config order for now.
-    sort: Literal["cost", "performance"] | None = None
+    # Default for a request's `routing.model.sort` / `routing.provider.sort` (docs/routing.md):
+    # any sort a request may name (cost, performance, p50_latency, uptime, ...); None keeps the
+    # config order.
+    sort: Sort | None = None
     # How `model: "auto"` picks among the catalog's models: the cheapest for the request, or by rank.
     auto: Literal["cheapest", "performance"] = "cheapest"
     # The window live-metric sorts read when a request gives no `routing.provider.interval`.
-    interval: str = "15m"
+    interval: Interval = "15m"
     # Share of requests that try a route with no measurements yet first (live-metric sorts), so a
     # new or recovered route is measured instead of starved.
     explore: Annotated[float, Meta(ge=0, le=1)] = 0.05

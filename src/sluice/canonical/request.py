@@ -16,7 +16,7 @@ from msgspec import Meta
 
 from sluice.canonical.checks import check_cache_control, check_schema, check_tool_choice, check_tools
 from sluice.canonical.limits import DEFAULT_LIMITS, check_input_counts, check_json_shape
-from sluice.config import ServerConfig
+from sluice.config import INTERVAL_PATTERN, SORT_PATTERN, ServerConfig
 from sluice.errors import InvalidRequest
 
 MAX_SAFE_INT = 9007199254740991
@@ -32,11 +32,8 @@ IncludeValue = Literal[
     "code_interpreter_call.outputs",
 ]
 
-_SORT = re.compile(
-    r"^(cost|performance|avg_latency|min_latency|max_latency|p(100|[1-9]?[0-9])_latency|avg_e2e_latency"
-    r"|p(100|[1-9]?[0-9])_e2e_latency|uptime|throughput|total_requests|input_tokens|output_tokens|total_tokens)$"
-)
-_INTERVAL = re.compile(r"^\s*\d+\s*(m|min|mins|minutes?|h|hours?|d|days?|w|weeks?|y|years?)\s*$")
+_SORT = re.compile(SORT_PATTERN)
+_INTERVAL = re.compile(INTERVAL_PATTERN)
 _TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,128}$")
 
 

@@ -164,7 +164,7 @@ class Pipeline:
         # first route's reason is the answer.
         able: list[Route] = []
         refusal: InvalidRequest | None = None
-        for route in plan(request, self.catalog, self.config.routing):
+        for route in plan(request, self.catalog, self.config.routing, metrics=self.live.metrics):
             try:
                 self.adapters[route.provider].check(request, route.model)
             except InvalidRequest as exc:

@@ -2,12 +2,15 @@
 
 The model's routes (a pinned provider first), then those of `routing.model.fallbacks` (or every
 model for `model: "auto"`), keeping only routes whose declared capabilities and context window
-cover the request; ordered by `routing.model.sort` / `routing.provider.sort` (cost, performance)
-and restricted by `routing.provider.fallbacks`. Semantics and examples: docs/routing.md.
+cover the request; ordered by `routing.model.sort` / `routing.provider.sort` (cost, performance,
+or a live metric the gateway measures: routing/metrics.py) and restricted by
+`routing.provider.fallbacks`. Semantics and examples: docs/routing.md.
 """
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,6 +21,7 @@ from sluice.canonical.request import CanonicalRequest, ProviderRouting
 from sluice.config import RoutingConfig
 from sluice.errors import GatewayError, InvalidRequest, NotFound
 from sluice.routing.catalog import Catalog, Route
+from sluice.routing.metrics import RouteMetrics, higher_is_better, is_live, parse_interval
 
 # capability -> (param to name in the error, what it is)
 _NEEDS = {
@@ -56,10 +60,13 @@ def required_capabilities(parsed: CanonicalRequest) -> list[str]:
     return needs
 
 
-def plan(parsed: CanonicalRequest, catalog: Catalog, config: RoutingConfig | None = None) -> Sequence[Route]:
+def plan(parsed: CanonicalRequest, catalog: Catalog, config: RoutingConfig | None = None, *,
+         metrics: RouteMetrics | None = None) -> Sequence[Route]:
     """Candidate routes in order; raises `NotFound` / `InvalidRequest` when there are none.
 
-    The semantics, with examples, are in docs/routing.md.
+    `metrics`: the gateway's live measurements, read by live-metric sorts and by `cost` (the
+    recent average output of a route); without them those sorts keep the config order and
+    `cost` assumes `DEFAULT_OUTPUT_TOKENS`. The semantics, with examples, are in docs/routing.md.
     """
     req = parsed.req
     routing = req.routing
@@ -98,9 +105,14 @@ def plan(parsed: CanonicalRequest, catalog: Catalog, config: RoutingConfig | Non
     provider_sort = (provider_routing.sort if provider_routing is not None else None) or config.sort
     if auto and model_sort is None:
         model_sort = "cost" if config.auto == "cheapest" else "performance"
-    model_sort, provider_sort = _known(model_sort), _known(provider_sort)
+    if metrics is None:
+        model_sort, provider_sort = _known(model_sort), _known(provider_sort)
+    live = None
+    if metrics is not None and (is_live(model_sort) or is_live(provider_sort) or "cost" in (model_sort, provider_sort)):
+        interval = (provider_routing.interval if provider_routing is not None else None) or config.interval
+        live = _Live(metrics, parse_interval(interval), time.time())
 
-    estimate = _Estimate(parsed)
+    estimate = _Estimate(parsed, live)
     all_routes = [route for group in groups for route in group]
     candidates = _able(parsed, all_routes, estimate, auto=auto)
     keep = {id(route) for route in candidates}
@@ -113,8 +125,8 @@ def plan(parsed: CanonicalRequest, catalog: Catalog, config: RoutingConfig | Non
         tail = [r for r in group[fixed:] if id(r) in keep]
         if index == 0:
             kept_pinned = len(head)
-        if provider_sort is not None:
-            tail.sort(key=lambda route: _key(provider_sort, route, estimate, model_level=False))
+        if provider_sort is not None and len(tail) > 1:
+            tail.sort(key=lambda route: _key(provider_sort, route, estimate, live, model_level=False))
         ordered = []
         for route in head + tail:
             if (route.provider, route.model) not in seen:
@@ -123,9 +135,24 @@ def plan(parsed: CanonicalRequest, catalog: Catalog, config: RoutingConfig | Non
         kept_groups.append(ordered)
     fixed_head = kept_groups[0][:kept_pinned]
     rest = [route for group in kept_groups for route in group][len(fixed_head):]
-    if model_sort is not None:
+    if model_sort is not None and len(rest) > 1:
         # Across every candidate route; ties keep the order above (provider.sort within a model).
-        rest.sort(key=lambda route: _key(model_sort, route, estimate, model_level=True))
+        rest.sort(key=lambda route: _key(model_sort, route, estimate, live, model_level=True))
+    if live is not None and config.explore > 0:
+        # Routes with no data in the window are explored: now and then one of them goes first, so
+        # a new or recovered route gets measured instead of starved behind the measured ones.
+        # Where a live sort sets the order: across every route (model.sort), or, when only
+        # provider.sort is live, among the requested model's routes (fallback models serve
+        # only after those failed). A live provider.sort under a model.sort just breaks its ties.
+        if is_live(model_sort):
+            scope = len(rest)
+        elif model_sort is None and is_live(provider_sort):
+            scope = len(kept_groups[0]) - kept_pinned
+        else:
+            scope = 0
+        unmeasured = [i for i in range(scope) if live.requests(rest[i]) is None] if scope > 1 else []
+        if unmeasured and random.random() < config.explore:
+            rest.insert(0, rest.pop(random.choice(unmeasured)))
     ordered = fixed_head + rest
     if allowed is not None and len(ordered) > 1:
         later = ordered[1:]
@@ -143,15 +170,32 @@ _DEFAULT_CONFIG = RoutingConfig()
 
 
 def _known(sort: str | None) -> str | None:
-    """The sorts implemented today; live-metric sorts are accepted and keep the config order."""
+    """Without measurements, live-metric sorts keep the config order."""
     return sort if sort in ("cost", "performance") else None
+
+
+class _Live:
+    """The live metrics one plan reads: one window, one clock reading."""
+
+    __slots__ = ("interval", "metrics", "now")
+
+    def __init__(self, metrics: RouteMetrics, interval: float, now: float) -> None:
+        self.metrics, self.interval, self.now = metrics, interval, now
+
+    def value(self, route: Route, metric: str) -> float | None:
+        return self.metrics.value(route.label, metric, self.interval, self.now)
+
+    def requests(self, route: Route) -> float | None:
+        """Attempts in the window; None: no data, the route is to be explored."""
+        return self.metrics.value(route.label, "total_requests", self.interval, self.now)
 
 
 class _Estimate:
     """The request's token counts, estimated once and only when asked (characters / 4)."""
 
-    def __init__(self, parsed: CanonicalRequest) -> None:
+    def __init__(self, parsed: CanonicalRequest, live: _Live | None = None) -> None:
         self.parsed = parsed
+        self.live = live
         self._input: int | None = None
 
     @property
@@ -160,9 +204,13 @@ class _Estimate:
             self._input = estimate_usage(self.parsed, [])["input_tokens"]
         return self._input
 
-    @property
-    def output_tokens(self) -> int:
-        return self.parsed.req.max_output_tokens or DEFAULT_OUTPUT_TOKENS
+    def output_tokens(self, route: Route) -> float:
+        """`max_output_tokens`, else what the route wrote on average lately, else the default."""
+        given = self.parsed.req.max_output_tokens
+        if given:
+            return given
+        recent = self.live.value(route, "output_tokens") if self.live is not None else None
+        return recent if recent is not None else DEFAULT_OUTPUT_TOKENS
 
     def needed(self) -> int:
         return self.input_tokens + (self.parsed.req.max_output_tokens or 0)
@@ -179,12 +227,19 @@ class _Estimate:
         return tokens_for(size) + (req.max_output_tokens or 0) < tokens
 
 
-def _key(sort: str, route: Route, estimate: _Estimate, *, model_level: bool) -> tuple[Any, ...]:
+def _key(sort: str, route: Route, estimate: _Estimate, live: _Live | None, *, model_level: bool) -> tuple[Any, ...]:
     if sort == "cost":
         price = route.price
         if price is None:
             return (1, 0.0)
-        return (0, estimate.input_tokens * price.input + estimate.output_tokens * price.output)
+        return (0, estimate.input_tokens * price.input + estimate.output_tokens(route) * price.output)
+    if sort != "performance":
+        assert live is not None  # live sorts are dropped by `_known` without metrics
+        value = live.value(route, sort)
+        if value is not None:
+            return (0, -value if higher_is_better(sort) else value)
+        # No value: no data at all (explored, above), before a route that only failed in the window.
+        return (1 if live.requests(route) is None else 2, 0.0)
     first, second = (route.model_rank, route.rank) if model_level else (route.rank, route.model_rank)
     if not model_level and first is None:
         first, second = second, None
