@@ -50,7 +50,7 @@ FIX = fixtures_root()
 
 KINDS = ("openai", "openai-chat", "anthropic", "gemini", "bedrock")
 
-# How long `slow` and `stall-after` keep silent: far past any gateway timeout a test configures, so
+# How long `slow` and the stalls keep silent: far past any gateway timeout a test configures, so
 # only the gateway's own timeout can end the wait (the handler notices the gateway leaving).
 SILENCE = 10.0
 
@@ -67,6 +67,8 @@ BEFORE_CONTENT = (
     "cut-before",  # stream: headers + the protocol's start event(s), then FIN; whole: headers, no body
     "end-before",  # stream: headers + start event(s), then a clean end of the body (no terminal event)
     "error-before",  # stream: start event(s) + the protocol's in-stream error; whole: a 200 error body
+    "stall-before",  # stream only: headers + start event(s), then SILENCE (no first content)
+    "error-before-429",  # stream only: start event(s) + the protocol's in-stream rate-limit error
     "flaky",  # 503 on the first request for this model (since the last reset), then the answer
     "flaky-429",  # 429 with Retry-After: 1 on the first request, then the answer
 )
@@ -79,11 +81,9 @@ AFTER_CONTENT = (
     # the protocol (so the gateway reads them together), then the end
     "stall-after",  # some text, then SILENCE: the gateway's idle timeout ends it
 )
-STALL_BEFORE = "stall-before"  # stream: headers + start event(s), then SILENCE (no first content)
-LIMITED_BEFORE = "error-before-429"  # stream: start event(s) + the protocol's in-stream rate-limit error
 # Answers the request itself is refused with, or the caller is: another route may do better.
 REFUSALS = ("fail-400", "fail-401", "fail-403", "fail-404")
-FAILURES = (*BEFORE_CONTENT, STALL_BEFORE, LIMITED_BEFORE, *AFTER_CONTENT, *REFUSALS)
+FAILURES = (*BEFORE_CONTENT, *AFTER_CONTENT, *REFUSALS)
 # Not a failure: the answer, after LATE seconds (a slow but healthy route). Any other name
 # (`ok`, `healthy`, ...) is answered at once.
 LATE = 0.5
@@ -96,7 +96,7 @@ RETRY_AFTER = 1  # seconds, on every 429
 
 @dataclass(frozen=True)
 class Wire:
-    """One protocol's recorded success, streamed and whole, and how it reports errors."""
+    """One protocol's recorded success, streamed and whole, and where its stream may be broken."""
 
     kind: str
     frames: tuple[bytes, ...]  # the recorded stream, one SSE event / eventstream frame each
@@ -572,12 +572,12 @@ class ChaosUpstream:
             return True
 
         frames = list(wire.frames)
-        if failure in ("cut-before", "end-before", "error-before", STALL_BEFORE, LIMITED_BEFORE):
+        if failure in ("cut-before", "end-before", "error-before", "stall-before", "error-before-429"):
             frames = frames[: wire.start]
         elif failure in AFTER_CONTENT:
             frames = frames[: wire.content]
-        if failure in ("error-before", "error-after", LIMITED_BEFORE):
-            frames += stream_error(kind, len(frames), limited=failure == LIMITED_BEFORE)
+        if failure in ("error-before", "error-after", "error-before-429"):
+            frames += stream_error(kind, len(frames), limited=failure == "error-before-429")
         elif failure == "garbage-after":
             frames[-1] += garbage(kind, stream=True)[1]
         await _send_head(writer, 200, {"content-type": wire.stream_type, "transfer-encoding": "chunked"})
@@ -589,7 +589,7 @@ class ChaosUpstream:
         if failure in ("cut-before", "cut-after"):
             writer.close()  # FIN without the terminating chunk: the body breaks off
             return False
-        if failure in ("stall-after", STALL_BEFORE):
+        if failure in ("stall-after", "stall-before"):
             await _silence(reader, SILENCE)
             writer.close()
             return False
