@@ -57,6 +57,22 @@ def json_exchange(body: dict[str, Any], path: str, status: int = 200) -> Exchang
                     source="synthetic")
 
 
+def client_error(status: int, code: str | None) -> tuple[int, int]:
+    """(status the client gets, upstream calls made) when a request's only route answers this error.
+
+    docs/routing.md, "Failures, retries and the client's status": the request's own fault
+    (400/413/422) comes back as it is; a rate limit is retried once, then passed on as a 429; the
+    provider's credentials, billing or model (401/402/403/404, `insufficient_quota`) are the
+    gateway's problem: a 424, like an outage (5xx, retried once first).
+    """
+    if status in (400, 413, 422):
+        return status, 1
+    if code == "insufficient_quota" or status in (401, 402, 403, 404):
+        return 424, 1
+    retried = status in (408, 409, 425, 429) or (status >= 500 and status != 501)
+    return (429 if status == 429 else 424), (2 if retried else 1)
+
+
 # --- talking to the gateway --------------------------------------------------------------------
 
 

@@ -225,19 +225,27 @@ def test_upstream_400_keeps_status_and_message(client: openai.OpenAI, upstream: 
 
 
 def test_upstream_429_keeps_retry_after(gateway: RunningGateway, upstream: ReplayServer) -> None:
+    # The only route is rate limited for longer than the gateway waits (routing.max_retry_wait):
+    # not retried sooner, and the client gets the 429 with the provider's Retry-After.
     upstream.enqueue(_error_exchange(429, b'{"error":{"message":"Rate limit reached","type":"requests",'
-                                          b'"code":"rate_limit_exceeded"}}', {"retry-after": "7"}))
+                                          b'"code":"rate_limit_exceeded"}}', {"retry-after": "30"}))
     resp = post(gateway, {"model": "chat", "input": "hi"})
     error = assert_error(resp, 429)
-    assert resp.headers["retry-after"] == "7"
-    assert "Rate limit reached" in error["message"]
+    assert resp.headers["retry-after"] == "30"
+    assert "Rate limit reached" in error["message"] and error["code"] == "rate_limit_exceeded"
+    assert len(upstream.requests) == 1
 
 
 def test_upstream_insufficient_quota(client: openai.OpenAI, upstream: ReplayServer) -> None:
+    # OpenAI says "no credit left" with a 429, but no wait fixes it: the operator's billing, like a
+    # 402. Not retried, and a 424 for the client (a 429 would have its SDK retry for nothing).
     upstream.enqueue(load(FIX / "openai-responses/vercel-ai/openai-error.1.json")[0])
-    with pytest.raises(openai.RateLimitError) as info:
+    with pytest.raises(openai.APIStatusError) as info:
         client.responses.create(model="gpt-5.2", input="hi")
+    assert info.value.status_code == 424
     assert info.value.code == "insufficient_quota"
+    assert "replay-openai: You exceeded your current quota" in info.value.message
+    assert len(upstream.requests) == 1
 
 
 def test_provider_keys_never_leak(gateway: RunningGateway, upstream: ReplayServer) -> None:
@@ -245,9 +253,13 @@ def test_provider_keys_never_leak(gateway: RunningGateway, upstream: ReplayServe
                                           b'sk-upstream-secret-chat-0000.","type":"invalid_request_error",'
                                           b'"code":"invalid_api_key"}}'))
     resp = post(gateway, {"model": "chat", "input": "hi"})
-    assert_error(resp, 401)
+    # The provider refused Sluice's key: a 424 naming the provider, never a 401 that would tell
+    # the client its own key is wrong.
+    error = assert_error(resp, 424)
+    assert error["message"].startswith("replay-chat: Incorrect API key provided")
     assert "sk-upstream-secret" not in resp.text
     assert upstream.requests[-1].headers["authorization"] == "Bearer sk-upstream-secret-chat-0000"
+    assert len(upstream.requests) == 1  # a refused key is not retried
 
 
 def test_failover_to_next_route(client: openai.OpenAI, upstream: ReplayServer) -> None:
@@ -264,12 +276,13 @@ def test_no_route_served_is_424(gateway: RunningGateway) -> None:
 
 
 def test_upstream_5xx_then_fallback_model(client: openai.OpenAI, upstream: ReplayServer) -> None:
-    upstream.enqueue(_error_exchange(503, b'{"error":{"message":"overloaded","type":"server_error"}}'))
+    # A 503 is retried once on the same route (routing.retries, default 1), then the fallback serves.
+    upstream.enqueue([_error_exchange(503, b'{"error":{"message":"overloaded","type":"server_error"}}')] * 2)
     upstream.enqueue(load(FIX / "openai-chat/vercel-ai/openai-text.json")[0])
     response = client.responses.create(model="gpt-5.2", input="hi",
                                        extra_body={"routing": {"model": {"fallbacks": ["chat"]}}})
     assert response.model == "replay-chat/gpt-4o-2024-08-06"
-    assert [r.path for r in upstream.requests] == ["/v1/responses", "/v1/chat/completions"]
+    assert [r.path for r in upstream.requests] == ["/v1/responses", "/v1/responses", "/v1/chat/completions"]
 
 
 def test_route_that_cannot_carry_the_request_is_skipped(client: openai.OpenAI, upstream: ReplayServer) -> None:
@@ -282,11 +295,13 @@ def test_route_that_cannot_carry_the_request_is_skipped(client: openai.OpenAI, u
 
 
 def test_unreadable_upstream_answer_fails_over(client: openai.OpenAI, upstream: ReplayServer) -> None:
-    upstream.enqueue(_error_exchange(200, b"[]"))  # valid JSON, not a Response
+    # An unreadable answer is retried once on the same route, then the next route serves.
+    upstream.enqueue([_error_exchange(200, b"[]")] * 2)  # valid JSON, not a Response
     upstream.enqueue(load(FIX / "openai-chat/vercel-ai/openai-text.json")[0])
     response = client.responses.create(model="gpt-5.2", input="hi",
                                        extra_body={"routing": {"model": {"fallbacks": ["chat"]}}})
     assert response.model == "replay-chat/gpt-4o-2024-08-06"
+    assert [r.path for r in upstream.requests] == ["/v1/responses", "/v1/responses", "/v1/chat/completions"]
 
 
 def test_unreadable_upstream_answer_alone_is_424(gateway: RunningGateway, upstream: ReplayServer) -> None:

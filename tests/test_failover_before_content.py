@@ -29,6 +29,9 @@ CONFIG = """
 database: sqlite:///{db}
 master_key: {master}
 builtin_catalog: false
+# Failover, not retries, is what these tests watch: each failure moves on to the next route at once
+# (retries on the same route: tests/test_failover_errors.py).
+routing: {{retries: 0}}
 providers:
   p-openai: {{type: openai, base_url: "{upstream}/v1", api_key: sk-upstream-openai-0000}}
   p-chat: {{type: openai-chat, base_url: "{upstream}/v1", api_key: sk-upstream-chat-0000}}

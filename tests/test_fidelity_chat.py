@@ -95,6 +95,8 @@ def _sent(upstream: ReplayServer) -> dict[str, Any]:
 
 
 # --- 4. a 200 that is not a chat completion is this route's failure ------------------------------------
+# An unreadable answer is retryable: the route is asked once more (routing.retries, default 1)
+# before the next one, so each failure below is served twice.
 
 # A Responses body where a chat completion was expected (a base_url pointing at the wrong API): no `choices`.
 NOT_A_COMPLETION = {"id": "resp_1", "object": "response", "status": "completed", "output": [],
@@ -106,17 +108,21 @@ USAGE_ONLY = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 
 
 def test_a_200_body_without_choices_fails_over_to_the_next_route(gw: RunningGateway, upstream: ReplayServer,
                                                                   sdk: openai.OpenAI) -> None:
-    upstream.enqueue([json_exchange(NOT_A_COMPLETION, CHAT_PATH), exchanges(TEXT_JSON)[0]])
+    upstream.enqueue([json_exchange(NOT_A_COMPLETION, CHAT_PATH)] * 2 + [exchanges(TEXT_JSON)[0]])
     response, _ = sdk_create(sdk, {"model": "two-routes", "input": "Hello"})
     assert response.model == "second/gpt-4o"
     assert response.status == "completed" and response.output_text == _text_of(TEXT_JSON)
-    assert len(upstream.requests) == 2
+    assert len(upstream.requests) == 3
+    trace = response.model_extra["routing"]["attempts"]  # type: ignore[index]
+    assert [(a["provider"], a["outcome"], a["error_code"]) for a in trace] == [
+        ("first", "error", "upstream_invalid_response"), ("first", "error", "upstream_invalid_response"),
+        ("second", "ok", None)]
 
 
 def test_a_200_body_without_choices_on_the_last_route_is_an_error(gw: RunningGateway, upstream: ReplayServer,
                                                                    sdk: openai.OpenAI) -> None:
     for body in (NOT_A_COMPLETION, {"choices": []}, [1, 2]):
-        upstream.enqueue(json_exchange(body, CHAT_PATH))  # type: ignore[arg-type]
+        upstream.enqueue([json_exchange(body, CHAT_PATH)] * 2)  # type: ignore[arg-type]
         with pytest.raises(openai.APIStatusError) as caught:
             sdk.responses.create(model="one-route", input="Hello")
         assert caught.value.status_code == 424  # the only route failed with a 502
@@ -128,12 +134,12 @@ def test_a_200_body_without_choices_on_the_last_route_is_an_error(gw: RunningGat
                          ids=["usage-only", "no-choices", "done-only"])
 def test_a_stream_without_choices_fails_over(gw: RunningGateway, upstream: ReplayServer, sdk: openai.OpenAI,
                                              chunks: list[dict[str, Any]]) -> None:
-    upstream.enqueue([_stream_of(chunks), exchanges(TEXT)[0]])
+    upstream.enqueue([_stream_of(chunks), _stream_of(chunks), exchanges(TEXT)[0]])
     _, final = sdk_stream(sdk, {"model": "two-routes", "input": "Hello"})
     assert final.model == "second/gpt-4o" and final.status == "completed"
     assert final.output_text == _text_of(TEXT)
 
-    upstream.enqueue(_stream_of(chunks))
+    upstream.enqueue([_stream_of(chunks)] * 2)
     status, body, _ = raw_stream(gw.url, {"model": "one-route", "input": "Hello"})
     assert status == 424 and body[0]["error"]["code"] == "upstream_invalid_response"
 

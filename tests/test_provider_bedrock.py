@@ -68,9 +68,10 @@ CONFIG = """
 database: sqlite:///{db}
 master_key: {master}
 builtin_catalog: false
-# These tests replay one recorded error after another through one route: a cooldown would
-# answer for the route instead (cooldowns: tests/test_cooldowns.py).
-routing: {{cooldown: {{enabled: false}}}}
+# The adapter's translation is what this file checks: one call per request, one recorded error
+# after another through one route — no retry on the same route (tests/test_failover_errors.py),
+# no cooldown answering for the route (tests/test_affinity.py, tests/test_cooldowns.py).
+routing: {{retries: 0, cooldown: {{enabled: false}}}}
 providers:
   replay-bedrock:
     type: bedrock
@@ -1193,8 +1194,10 @@ def test_s3_sources(bclient: openai.OpenAI, upstream: ReplayServer) -> None:
     ("name", "status", "code", "message"),
     [
         ("error-throttling.yaml", 429, "rate_limit_exceeded", "Too many requests"),
-        ("error-access-denied.yaml", 403, "access_denied", "You don't have access"),
-        ("error-resource-not-found.yaml", 404, "model_not_found", "Model not found."),
+        # Bedrock refusing Sluice's credentials or not knowing the model: the gateway's problem (424),
+        # never the client's 403/404.
+        ("error-access-denied.yaml", 424, "access_denied", "You don't have access"),
+        ("error-resource-not-found.yaml", 424, "model_not_found", "Model not found."),
         ("error-service-unavailable.yaml", 424, "service_unavailable", "unable to process"),
         ("error-model-not-ready.yaml", 424, "model_not_ready", "not ready"),
     ],
@@ -1280,7 +1283,8 @@ def test_redacted_secret_never_returned(gw: Any, upstream: ReplayServer) -> None
     leaky = {"message": "signature mismatch for test-secret and test-bedrock-api-key"}
     upstream.enqueue(json_exchange(leaky, 403, {"x-amzn-errortype": "InvalidSignatureException"}))
     resp = post_raw(gw, {"model": "claude-bedrock", "input": "hi"})
-    assert resp.status_code == 403
+    assert resp.status_code == 424  # Sluice's AWS signature was refused: not the client's fault
+    assert resp.json()["error"]["code"] == "access_denied"
     assert "test-secret" not in resp.text
 
 

@@ -26,6 +26,7 @@ from tests.openai_replay_helpers import (
     TERMINAL,
     by_position,
     check_stream,
+    client_error,
     event_errors,
     exchange_params,
     exchanges,
@@ -176,22 +177,27 @@ def test_replay_sdk(gateway: Any, upstream: Any, client: openai.OpenAI, rel: Pat
     """The official SDK gets the recorded answer (or the recorded error) through the gateway."""
     ex = exchanges(rel)[index]
     body = client_body(rel, index)
-    upstream.enqueue(ex)
     if ex.status >= 400:
         err = ex.json()["error"]
+        # The gateway's status, not always the upstream's (a provider's 401 is a 424, see client_error).
+        want_status, calls = client_error(ex.status, err.get("code"))
+        want_param = err.get("param") if want_status in (400, 413, 422) else None
+        upstream.enqueue([ex] * calls)
         with pytest.raises(openai.APIStatusError) as info:
             (sdk_stream if ex.stream else sdk_create)(client, body)
-        assert info.value.status_code == ex.status
+        assert info.value.status_code == want_status
         assert err["message"] in info.value.message
-        assert info.value.body["param"] == err.get("param")
+        assert info.value.body["param"] == want_param
         assert info.value.body["code"] == err.get("code")
+        assert len(upstream.requests) == calls
         check_sent(upstream, body, ex.stream)
         # A streaming request refused upstream is refused before any SSE: a plain HTTP error.
-        upstream.enqueue(ex)
+        upstream.enqueue([ex] * calls)
         status, (payload,), _ = raw_stream(gateway.url, body)
-        assert status == ex.status and payload["error"]["param"] == err.get("param")
+        assert status == want_status and payload["error"]["param"] == want_param
         assert err["message"] in payload["error"]["message"]
         return
+    upstream.enqueue(ex)
     recorded = recorded_final(rel, index)
     if ex.stream and recorded["status"] == "failed":
         with pytest.raises(openai.APIError) as info:
@@ -304,7 +310,9 @@ def test_error_before_content_is_the_routes_failure(gateway: Any, upstream: Any,
     upstream.enqueue(exchanges(ERROR_STREAM)[0])
     status, (payload,), _ = raw_stream(gateway.url, {"model": MODEL, "input": "Hello"})
     want = recorded_events(ERROR_STREAM, 0)[2]["error"]
-    assert status == 429  # OpenAI's status for insufficient_quota
+    # insufficient_quota: OpenAI's 429 for an exhausted balance, the operator's billing: a 424,
+    # not a rate limit the client could wait out.
+    assert status == 424
     assert payload["error"]["code"] == want["code"] and want["message"] in payload["error"]["message"]
     # With a fallback, the client sees one clean stream from the next route.
     upstream.enqueue([exchanges(ERROR_STREAM)[0], exchanges(BASIC_STREAM)[0]])

@@ -378,13 +378,13 @@ def test_sdk_sort_cost_serves_the_cheapest_route(client: openai.OpenAI, replay: 
 
 
 def test_sdk_provider_fallbacks_after_a_failure(client: openai.OpenAI, replay: ReplayServer) -> None:
-    replay.enqueue(_overloaded())
+    replay.enqueue([_overloaded()] * 2)  # the first route is retried once (routing.retries), then left
     replay.enqueue(load(ANSWER)[0])
     response = client.responses.create(model="big", input="hi", extra_body={"routing": {
         "model": {"fallbacks": ["small"]}, "provider": {"fallbacks": ["my-openai"]}}})
     # openai-eu and my-bedrock are left out: the fallback is small on my-openai.
     assert response.model == "my-openai/small-1"
-    assert [r.json["model"] for r in replay.requests] == ["big-1", "small-1"]
+    assert [r.json["model"] for r in replay.requests] == ["big-1", "big-1", "small-1"]
 
 
 def test_sdk_auto_names_the_serving_route(client: openai.OpenAI, replay: ReplayServer) -> None:

@@ -57,6 +57,7 @@ def _has_url_credentials(url: str | None) -> bool:
 
 
 PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
+PositiveSeconds = Annotated[float, msgspec.Meta(gt=0)]
 # Caps on what is read from an upstream (docs/security.md), per provider. Generous: a generated
 # image can come whole, base64, in one answer or one stream event.
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
@@ -73,13 +74,47 @@ class Price(msgspec.Struct, forbid_unknown_fields=True):
     cache_write_1h: float | None = None  # cache writes made for an hour (Anthropic's 1h TTL); else cache_write
 
 
+class Timeouts(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Upstream timeouts in seconds (docs/routing.md, "Timeouts"); an unset one inherits.
+
+    A route's `timeouts` override its provider's field by field, the provider's override
+    `DEFAULT_TIMEOUTS`. A timeout is the route's failure (504 `upstream_timeout`, retryable).
+    """
+
+    connect: PositiveSeconds | None = None  # opening a connection (TCP and TLS)
+    first_byte: PositiveSeconds | None = None  # from the call's start to the headers and the first body bytes
+    idle: PositiveSeconds | None = None  # the longest silence between body bytes after the first
+    total: PositiveSeconds | None = None  # the whole call, the answer read to its end
+
+    def over(self, base: Timeouts) -> Timeouts:
+        """These timeouts, with `base`'s where these leave one unset."""
+        return Timeouts(
+            connect=base.connect if self.connect is None else self.connect,
+            first_byte=base.first_byte if self.first_byte is None else self.first_byte,
+            idle=base.idle if self.idle is None else self.idle,
+            total=base.total if self.total is None else self.total,
+        )
+
+
+# Why these values (docs/routing.md, "Timeouts"): a non-streaming answer arrives whole, so
+# `first_byte` bounds the whole generation of a non-streaming call, and reasoning models take
+# minutes at high effort; a stream can be silent as long while the model reasons without
+# summaries (Codex CLI waits 5 minutes for its Responses streams too). No `total`: every attempt
+# is bounded by the request's deadline (`routing.deadline`).
+DEFAULT_TIMEOUTS = Timeouts(connect=10.0, first_byte=300.0, idle=300.0, total=None)
+
+
 class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True):
     type: WireProtocol
     base_url: str | None = None
     api_key: str | None = None
     headers: dict[str, str] = {}
-    timeout: float = 600.0
-    connect_timeout: float = 10.0
+    # The older keys, kept working where `timeouts` leaves a field unset: `timeout` was the
+    # longest wait for any upstream bytes (the answer's headers included), so it stands for
+    # `timeouts.idle` and `timeouts.first_byte`; `connect_timeout` for `timeouts.connect`.
+    timeout: PositiveSeconds | None = None
+    connect_timeout: PositiveSeconds | None = None
+    timeouts: Timeouts = msgspec.field(default_factory=Timeouts)
     options: dict[str, Any] = {}
     aliases: list[str] = []
     # A hosted tool (web_search, file_search, ...) this provider's protocol has no equivalent for:
@@ -106,6 +141,11 @@ class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True):
         if _has_url_credentials(self.base_url):
             raise _CredentialsInURL(f"a provider's base_url (or its *_BASE_URL variable) {_URL_CREDENTIALS}")
 
+    def resolved_timeouts(self) -> Timeouts:
+        """Every timeout of this provider: `timeouts`, then the older keys, then the defaults."""
+        older = Timeouts(connect=self.connect_timeout, first_byte=self.timeout, idle=self.timeout)
+        return self.timeouts.over(older).over(DEFAULT_TIMEOUTS)
+
 
 class RouteConfig(msgspec.Struct, forbid_unknown_fields=True):
     provider: str
@@ -114,6 +154,8 @@ class RouteConfig(msgspec.Struct, forbid_unknown_fields=True):
     capabilities: list[Capability] | None = None
     # Static quality rank for `sort: performance` (lower = better); unset: the model's rank.
     rank: int | None = None
+    # Overrides the provider's timeouts field by field (e.g. a longer `first_byte` for a slow model).
+    timeouts: Timeouts | None = None
 
 
 class ModelConfig(msgspec.Struct, forbid_unknown_fields=True):

@@ -28,6 +28,7 @@ from sluice.providers.transport import (
     ResponseTooLarge,
     UpstreamClient,
     UpstreamResponse,
+    UpstreamTimeout,
     describe_network_error,
 )
 
@@ -225,6 +226,10 @@ class Adapter:
             # Retrying would read the same oversized answer again: fail this route, try the next.
             return UpstreamError(f"{self.name}: {exc}; Sluice stopped reading it", provider=self.name,
                                  retryable=False, status=502, code="upstream_response_too_large")
+        if isinstance(exc, UpstreamTimeout):
+            # The route's failure: another route (or this one again) may answer in time.
+            return UpstreamError(f"provider '{self.name}': {exc}", provider=self.name, retryable=True,
+                                 status=504, code="upstream_timeout")
         detail = self.redact_secrets(describe_network_error(exc))
         # Raised for a refused connection and for one that breaks mid-answer alike.
         return UpstreamError(f"The connection to provider '{self.name}' failed: {detail}", provider=self.name,

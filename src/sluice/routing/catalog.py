@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 import yaml
 
-from sluice.config import Config, ConfigError, ModelConfig, Price, ProviderConfig
+from sluice.config import Config, ConfigError, ModelConfig, Price, ProviderConfig, Timeouts
 from sluice.errors import InvalidRequest, NotFound
 
 ALL_CAPABILITIES = frozenset({
@@ -61,6 +61,9 @@ class Route:
     context_window: int | None = None  # the model's, in tokens; None: unknown (never skipped for size)
     rank: int | None = None  # the route's static rank (`sort: performance`), else None
     model_rank: int | None = None  # the model's static rank
+    # Every upstream timeout of this route (its own over its provider's over the defaults),
+    # resolved once when the catalog is built; None (a route made by hand): the provider's.
+    timeouts: Timeouts | None = None
 
     @property
     def label(self) -> str:
@@ -131,6 +134,7 @@ class Catalog:
     def __init__(self, providers: dict[str, ProviderConfig], models: dict[str, ModelConfig]) -> None:
         self.providers = providers
         self.created = int(time.time())
+        self._timeouts = {name: provider.resolved_timeouts() for name, provider in providers.items()}
         self._provider_names: dict[str, str] = {}
         for name, provider in providers.items():
             self._provider_names[name.lower()] = name
@@ -155,9 +159,12 @@ class Catalog:
             if route.provider not in self.providers:
                 continue  # a built-in route whose provider is not enabled here
             caps = frozenset(route.capabilities) if route.capabilities is not None else base_caps
+            timeouts = self._timeouts[route.provider]
+            if route.timeouts is not None:
+                timeouts = route.timeouts.over(timeouts)
             routes.append(Route(route.provider, route.model, route.price,
                                 caps if caps is not None else ALL_CAPABILITIES, name,
-                                model.context_window, route.rank, model.rank))
+                                model.context_window, route.rank, model.rank, timeouts=timeouts))
         owned_by = model.owned_by or (model.routes[0].provider if model.routes else "sluice")
         return ModelEntry(name, list(model.aliases), owned_by, model.context_window, model.max_output_tokens,
                           base_caps, tuple(routes))
@@ -223,7 +230,7 @@ class Catalog:
         if not _UPSTREAM_ID.match(rest) or ".." in rest.split("/"):
             raise InvalidRequest(f"Invalid model id {rest!r} for provider '{provider}'.", param="model",
                                  code="invalid_value")
-        return [Route(provider, rest, None, ALL_CAPABILITIES, name)]
+        return [Route(provider, rest, None, ALL_CAPABILITIES, name, timeouts=self._timeouts[provider])]
 
     def cards(self) -> list[dict[str, Any]]:
         return [entry.card(self.created) for entry in self.models.values()]

@@ -105,7 +105,9 @@ class LivePolicy:
 
     def before_attempt(self, ctx: RequestContext, route: Route) -> Skip | None:
         cooling = self.live.health.cooling(route.label)
-        if cooling is not None and ctx.routing.get("last_resort") != route.label:
+        if cooling is not None and ctx.routing.get("last_resort") != route.label \
+                and not (cooling[0] == RATE_LIMITED and _retrying(ctx, route)):
+            # (A retry the policy scheduled after the route's own Retry-After has waited for it.)
             reason, left = cooling
             if reason == RATE_LIMITED:
                 error = UpstreamError(f"Route {route.label} is rate limited for {left:.0f} more seconds.",
@@ -126,6 +128,11 @@ class LivePolicy:
     def _pinned(ctx: RequestContext) -> bool:
         """A `provider/model` request: the client chose the route, affinity does not move it."""
         return "/" in ctx.client_request.req.model
+
+
+def _retrying(ctx: RequestContext, route: Route) -> bool:
+    attempts = ctx.attempts
+    return bool(attempts) and attempts[-1].route is route and attempts[-1].outcome == "error"
 
 
 def _sort(ctx: RequestContext, config: RoutingConfig) -> str | None:
