@@ -135,9 +135,8 @@ class AnthropicAdapter(Adapter):
             translator = MessageTranslator(plan)
             started = False
 
-            def translate(blocks: list[tuple[str | None, bytes]]) -> list[Event]:
+            def translate(blocks: list[tuple[str | None, bytes]], batch: list[Event]) -> None:
                 nonlocal started
-                batch: list[Event] = []
                 for _, data in blocks:
                     event = _decode(data)
                     if not started:
@@ -149,7 +148,7 @@ class AnthropicAdapter(Adapter):
                     batch += translator.feed(event)
                     if translator.done:
                         break
-                return batch
+                return
 
             async for batch in self.sse_batches(resp, translate, lambda: translator.done):
                 yield batch

@@ -136,26 +136,32 @@ class Adapter:
     async def sse_batches(
         self,
         resp: UpstreamResponse,
-        translate: Callable[[list[tuple[str | None, bytes]]], list[Event]],
+        translate: Translate,
         finished: Callable[[], bool] = lambda: False,
     ) -> AsyncIterator[list[Event]]:
         """An SSE body as batches of Responses events, one per read.
 
-        `translate` turns the `(event, data)` blocks of one read into events; `finished` stops
-        reading early (after `[DONE]`, `message_stop`, an error chunk). A broken connection
-        raises `UpstreamError`.
+        `translate(blocks, batch)` appends the events of one read's `(event, data)` blocks to
+        `batch`; `finished` stops reading early (after `[DONE]`, `message_stop`, an error chunk).
+        When `translate` raises (a block it cannot read), what it appended from the read's
+        earlier blocks still goes out before the error: text that arrived in the same read as
+        a broken event is the client's. A broken connection raises `UpstreamError`.
         """
         decoder = SSEDecoder(self.config.max_event_bytes)
         try:
             async for chunk in resp.chunks():
-                batch = translate(decoder.feed(chunk))
+                batch, error = _translated(translate, decoder.feed(chunk))
                 if batch:
                     yield batch
+                if error is not None:
+                    raise error
                 if finished():
                     return
-            batch = translate(decoder.flush())
+            batch, error = _translated(translate, decoder.flush())
             if batch:
                 yield batch
+            if error is not None:
+                raise error
         except NetworkError as exc:
             if isinstance(exc, ResponseTooLarge):
                 resp.abandon()  # the rest of an oversized stream is not worth reading
@@ -286,6 +292,19 @@ class Adapter:
             str(code) if code is not None else None,
             err.get("param") if isinstance(err.get("param"), str) else None,
         )
+
+
+Translate = Callable[[list[tuple[str | None, bytes]], list[Event]], None]
+
+
+def _translated(translate: Translate, blocks: list[tuple[str | None, bytes]]) -> tuple[list[Event], Exception | None]:
+    """The events `translate` made of a read's blocks, and the error it stopped on, if any."""
+    batch: list[Event] = []
+    try:
+        translate(blocks, batch)
+    except Exception as exc:
+        return batch, exc
+    return batch, None
 
 
 def unsupported(param: str, what: str, provider: str) -> InvalidRequest:

@@ -216,22 +216,28 @@ class BedrockAdapter(Adapter):
                 frames.add_data(chunk)
                 pending += len(chunk)
                 batch: list[Event] = []
-                for frame in frames:
-                    pending -= frame.prelude.total_length
-                    headers_in = frame.headers
-                    if headers_in.get(":message-type") == "event":
-                        events = translator.feed(headers_in.get(":event-type") or "",
-                                                 _decode(frame.payload) if frame.payload else {})
-                        if events:
-                            started = True
-                            batch += events
-                        continue
-                    code, message, status = _frame_error(headers_in, frame.payload)
-                    if not started:
-                        raise UpstreamError(f"{self.name}: {self.redact_secrets(message)}", provider=self.name,
-                                            retryable=status in RETRYABLE, status=status, code=code)
-                    translator.error = (event_code(status), self.redact_secrets(message))
-                    break
+                try:
+                    for frame in frames:
+                        pending -= frame.prelude.total_length
+                        headers_in = frame.headers
+                        if headers_in.get(":message-type") == "event":
+                            events = translator.feed(headers_in.get(":event-type") or "",
+                                                     _decode(frame.payload) if frame.payload else {})
+                            if events:
+                                started = True
+                                batch += events
+                            continue
+                        code, message, status = _frame_error(headers_in, frame.payload)
+                        if not started:
+                            raise UpstreamError(f"{self.name}: {self.redact_secrets(message)}",
+                                                provider=self.name, retryable=status in RETRYABLE, status=status,
+                                                code=code)
+                        translator.error = (event_code(status), self.redact_secrets(message))
+                        break
+                except (ParserError, msgspec.DecodeError):
+                    if batch:  # what arrived before the unreadable frame is the client's
+                        yield batch
+                    raise
                 if batch:
                     yield batch
                 if translator.error is not None:

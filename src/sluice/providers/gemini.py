@@ -135,9 +135,8 @@ class GeminiAdapter(Adapter):
             # it like on an HTTP error.
             started = False
 
-            def translate(blocks: list[tuple[str | None, bytes]]) -> list[Event]:
+            def translate(blocks: list[tuple[str | None, bytes]], batch: list[Event]) -> None:
                 nonlocal started
-                batch: list[Event] = []
                 for _, data in blocks:
                     events = translator.feed_bytes(data)
                     if not started:
@@ -149,7 +148,7 @@ class GeminiAdapter(Adapter):
                     batch += events
                     if translator.error is not None:
                         break
-                return batch
+                return
 
             async for batch in self.sse_batches(resp, translate, lambda: translator.error is not None):
                 yield batch

@@ -139,14 +139,13 @@ class OpenAIChatAdapter(Adapter):
         resp = await self.post_stream(self._url, _encode(self._body(flat.request, model, True)), self._headers)
         translator = ChunkTranslator(flat.tools, summary=_wants_summary(parsed))
 
-        def translate(blocks: list[tuple[str | None, bytes]]) -> list[Event]:
-            batch: list[Event] = []
+        def translate(blocks: list[tuple[str | None, bytes]], batch: list[Event]) -> None:
             for _, data in blocks:
                 if data == b"[DONE]":
                     translator.done = True
                     break
                 batch += translator.feed(_decode(data))
-            return batch
+            return
 
         try:
             async for batch in self.sse_batches(resp, translate, lambda: translator.done):

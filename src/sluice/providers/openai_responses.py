@@ -89,8 +89,7 @@ class OpenAIResponsesAdapter(Adapter):
         ids = _StableIds()
         limit = parsed.req.max_output_tokens
 
-        def translate(blocks: list[tuple[str | None, bytes]]) -> list[Event]:
-            batch = []
+        def translate(blocks: list[tuple[str | None, bytes]], batch: list[Event]) -> None:
             for name, data in blocks:
                 # Some Responses-compatible servers end like chat streams, with [DONE].
                 if name in _LIFECYCLE or data == b"[DONE]":
@@ -104,7 +103,7 @@ class OpenAIResponsesAdapter(Adapter):
                 elif kind == "response.completed" and _over_limit(event.get("response"), limit):
                     event["type"] = "response.incomplete"
                 batch.append(event)
-            return batch
+            return
 
         try:
             async for batch in self.sse_batches(resp, translate):
