@@ -231,10 +231,13 @@ def test_a_conversation_sticks_to_the_route_holding_its_cache(client: openai.Ope
     # Route one is healthy again, but two holds conv-1's cache: two goes first.
     again = client.responses.create(model="duo", input="and then?", extra_body={"prompt_cache_key": "conv-1"})
     assert again.model == "two/duo-2" and _served(replay) == ["duo-2"]
+    trace = again.model_dump()["routing"]
+    assert trace["strategy"] == "affinity" and trace["sort"] is None
     replay.requests.clear()
     replay.enqueue(ANSWER)
     other = client.responses.create(model="duo", input="hi", extra_body={"prompt_cache_key": "conv-2"})
     assert other.model == "one/duo-1" and _served(replay) == ["duo-1"]
+    assert other.model_dump()["routing"]["strategy"] == "ordered"
 
 
 def test_the_same_instructions_stick_without_a_prompt_cache_key(client: openai.OpenAI, replay: ReplayServer) -> None:

@@ -374,6 +374,8 @@ def test_sdk_sort_cost_serves_the_cheapest_route(client: openai.OpenAI, replay: 
     replay.enqueue(load(ANSWER)[0])
     response = client.responses.create(model="big", input="hi", extra_body={"routing": {"provider": {"sort": "cost"}}})
     assert response.model == "openai-eu/big-1"
+    trace = response.model_dump()["routing"]
+    assert (trace["sort"], trace["strategy"]) == ("cost", "sorted")
     assert replay.requests[-1].json["model"] == "big-1"
 
 
@@ -393,6 +395,7 @@ def test_sdk_auto_names_the_serving_route(client: openai.OpenAI, replay: ReplayS
     # that makes them cheap; the default estimate is this request's.
     response = client.responses.create(model="auto", input="hi", max_output_tokens=500)
     assert response.model == "my-openai/small-1"
+    assert response.model_dump()["routing"]["strategy"] == "auto"
 
 
 def test_sdk_errors_name_the_param(client: openai.OpenAI, routed: RunningGateway) -> None:

@@ -189,7 +189,7 @@ class Pipeline:
         response = finalize(envelope, result)
         # An unpriced route (an ad-hoc `provider/model`) costs an unknown amount, not nothing.
         response["cost"] = {"total": response_cost(response["usage"], route.price)}
-        response["routing"] = routing_trace(ctx)
+        response["routing"] = routing_trace(ctx, self.config.routing)
         ctx.response = response
         return response
 

@@ -20,7 +20,7 @@ from sluice.routing.catalog import Route
 from sluice.routing.health import FAILING, RATE_LIMITED, RouteHealth
 from sluice.routing.metrics import RouteMetrics
 from sluice.routing.policy import Decision, RoutingPolicy, Skip
-from sluice.routing.router import DEFAULT_OUTPUT_TOKENS
+from sluice.routing.router import DEFAULT_OUTPUT_TOKENS, requested_sort
 
 if TYPE_CHECKING:
     from sluice.pipeline.context import Attempt, RequestContext
@@ -110,8 +110,10 @@ class LivePolicy:
         if index == 0 or health.is_cooling(label) or self._pinned(ctx):
             return routes
         sticky = routes[index]
-        if _sort(ctx, live.config) == "cost" and not _cheaper_warm(ctx, sticky, routes[0], warm):
+        cost_sorted = requested_sort(ctx.client_request, live.config) == "cost"
+        if cost_sorted and not _cheaper_warm(ctx, sticky, routes[0], warm):
             return routes  # a colder route is cheaper even paying full price for the prefix
+        ctx.routing["strategy"] = "affinity"
         return [sticky, *routes[:index], *routes[index + 1:]]
 
     def before_attempt(self, ctx: RequestContext, route: Route) -> Skip | None:
@@ -144,16 +146,6 @@ class LivePolicy:
 def _retrying(ctx: RequestContext, route: Route) -> bool:
     attempts = ctx.attempts
     return bool(attempts) and attempts[-1].route is route and attempts[-1].outcome == "error"
-
-
-def _sort(ctx: RequestContext, config: RoutingConfig) -> str | None:
-    routing = ctx.client_request.req.routing
-    if routing is not None:
-        chosen = (routing.model.sort if routing.model else None) or (routing.provider.sort if routing.provider
-                                                                     else None)
-        if chosen:
-            return chosen
-    return config.sort
 
 
 def _cheaper_warm(ctx: RequestContext, warm_route: Route, first: Route, warm: int) -> bool:

@@ -162,6 +162,18 @@ def plan(parsed: CanonicalRequest, catalog: Catalog, config: RoutingConfig | Non
     return ordered
 
 
+def requested_sort(parsed: CanonicalRequest, config: RoutingConfig) -> str | None:
+    """The sort this request is routed by: its `routing.model.sort`, else `routing.provider.sort`,
+    else the config's default (None: config order)."""
+    routing = parsed.req.routing
+    if routing is not None:
+        chosen = (routing.model.sort if routing.model else None) or (routing.provider.sort if routing.provider
+                                                                     else None)
+        if chosen:
+            return chosen
+    return config.sort
+
+
 _encode = msgspec.json.encode
 AUTO = "auto"
 # Output tokens assumed for `sort: cost` when the request sets no max_output_tokens.

@@ -4,18 +4,27 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from sluice.config import RoutingConfig
+from sluice.routing.router import AUTO, requested_sort
+
 if TYPE_CHECKING:
     from sluice.pipeline.context import Attempt, RequestContext
 
 
-def routing_trace(ctx: RequestContext) -> dict[str, Any]:
-    """`{"attempts": [...], "sort", "strategy"}` from the context's attempt records."""
-    routing = ctx.client_request.req.routing
-    sort = None
-    if routing is not None:
-        sort = (routing.model.sort if routing.model else None) or (routing.provider.sort if routing.provider
-                                                                   else None)
-    return {"attempts": [_attempt(attempt) for attempt in ctx.attempts], "sort": sort, "strategy": "ordered"}
+def routing_trace(ctx: RequestContext, config: RoutingConfig) -> dict[str, Any]:
+    """`{"attempts": [...], "sort", "strategy"}` from the context's attempt records.
+
+    `sort`: what the candidates were ordered by (the request's, else the config's default).
+    `strategy`: how the first candidate was chosen — "affinity" (the route holding the prompt's
+    cache went first), "auto" (`model: "auto"` chose among the catalog), "sorted" (by `sort`), or
+    "ordered" (the config's order).
+    """
+    request = ctx.client_request
+    sort = requested_sort(request, config)
+    strategy = ctx.routing.get("strategy")
+    if strategy is None:
+        strategy = "auto" if request.req.model.lower() == AUTO else "sorted" if sort else "ordered"
+    return {"attempts": [_attempt(attempt) for attempt in ctx.attempts], "sort": sort, "strategy": strategy}
 
 
 def _attempt(attempt: Attempt) -> dict[str, Any]:
