@@ -12,18 +12,22 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import openai
 import pytest
 
 from sluice.canonical.request import parse_request
-from sluice.config import AffinityConfig, CooldownConfig
+from sluice.config import AffinityConfig, CooldownConfig, RoutingConfig
 from sluice.errors import UpstreamError
-from sluice.pipeline.context import RequestContext
+from sluice.pipeline.context import Attempt, RequestContext
+from sluice.pipeline.core import Pipeline
 from sluice.routing.affinity import Affinity, derived_prompt_cache_key
 from sluice.routing.catalog import Route
 from sluice.routing.health import FAILING, RATE_LIMITED, RouteHealth
+from sluice.routing.live import LivePolicy, LiveRouting
+from sluice.routing.policy import SKIPPED, DefaultPolicy
 from sluice.state.keys import MASTER, Principal
 from tests.conftest import MASTER_KEY, RunningGateway, running_gateway
 from tests.replay.recordings import Exchange, fixtures_root, load
@@ -165,6 +169,90 @@ def test_cooldowns_from_other_replicas_apply_and_disabled_means_never() -> None:
     for _ in range(10):
         off.failure("p/m", _error(503))
     assert off.cooling("p/m") is None
+
+
+def test_a_route_failing_as_the_last_resort_for_long_never_overflows() -> None:
+    # A dead single-route model is tried as the last resort by every request and reopens its
+    # cooldown every `failures` failures: the doubling must stay a number (2**1024 did not).
+    health = RouteHealth(CooldownConfig(failures=1, duration=30.0, max_duration=300.0))  # floats, as decoded
+    for _ in range(1100):
+        health.failure("p/m", _error(503))
+    assert 299 < health.until("p/m") - time.time() <= 300
+
+
+def test_a_huge_retry_after_cools_the_route_at_most_max_duration() -> None:
+    health = RouteHealth(CooldownConfig(max_duration=300))
+    health.failure("p/m", _error(429, retry_after=86_400))
+    reason, left = health.cooling("p/m")
+    assert reason == RATE_LIMITED and 299 < left <= 300  # then probed, like any cooldown
+    health.apply_remote("p/x", time.time() + 1e12, RATE_LIMITED)  # from a replica: bounded too
+    assert health.until("p/x") - time.time() <= 300
+
+
+def test_route_health_memory_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Ad-hoc `provider/any-model` routes make labels from client input.
+    monkeypatch.setattr("sluice.routing.health.MAX_ROUTES", 8)
+    health = RouteHealth(CooldownConfig())
+    for n in range(100):
+        health.success(f"p/m{n}")
+        health.failure(f"p/f{n}", _error(503))
+        health.apply_remote(f"p/r{n}", time.time() + 5, FAILING)
+    assert len(health._routes) <= 8
+
+
+def _probing(duration: float = 0.05) -> tuple[LivePolicy, Route]:
+    live = LiveRouting(RoutingConfig(cooldown=CooldownConfig(failures=1, duration=duration),
+                                     affinity=AffinityConfig(enabled=False)))
+    route = _route("one")
+    live.health.failure(route.label, _error(503))
+    time.sleep(duration + 0.01)  # the cooldown is over: the next caller probes
+    return LivePolicy(DefaultPolicy(live.config), live), route
+
+
+def test_an_abandoned_probe_is_handed_on_to_the_next_request() -> None:
+    policy, route = _probing()
+    prober = _ctx({})
+    assert policy.before_attempt(prober, route) is None  # the probe
+    assert policy.before_attempt(_ctx({}), route) is not None  # the others wait for its answer
+    prober.attempts.append(Attempt(route, time.monotonic()))
+    # The client leaves while the probe runs (a stream cut, a cancelled request).
+    Pipeline.abandon(SimpleNamespace(policy=policy, hooks=[]), prober)  # type: ignore[arg-type]
+    assert policy.before_attempt(_ctx({}), route) is None  # the next request probes at once
+
+
+def test_a_probe_failing_for_the_requests_own_fault_is_handed_on() -> None:
+    policy, route = _probing()
+    prober = _ctx({})
+    assert policy.before_attempt(prober, route) is None
+    attempt = Attempt(route, time.monotonic())
+    attempt.fail(_error(400), time.monotonic())
+    policy.after_attempt(prober, attempt)
+    assert policy.before_attempt(_ctx({}), route) is None
+
+
+def test_a_probe_the_inner_policy_skips_is_handed_on() -> None:
+    policy, route = _probing()
+    policy.inner = SimpleNamespace(before_attempt=lambda ctx, route: SKIPPED)  # type: ignore[assignment]
+    assert policy.before_attempt(_ctx({}), route) is SKIPPED  # never called: it probed nothing
+    policy.inner = DefaultPolicy(policy.live.config)
+    assert policy.before_attempt(_ctx({}), route) is None
+
+
+def test_a_bug_in_what_routing_learns_never_fails_the_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    live = LiveRouting(RoutingConfig())
+    policy = LivePolicy(DefaultPolicy(live.config), live)
+
+    def broken(*args: Any, **kw: Any) -> None:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(live.metrics, "record", broken)
+    monkeypatch.setattr(live.affinity, "key", broken)
+    ctx = _ctx({"prompt_cache_key": "k"})
+    routes = [_route("one"), _route("two")]
+    assert policy.order(ctx, routes) == routes
+    attempt = Attempt(routes[0], time.monotonic())
+    attempt.succeed(time.monotonic())
+    policy.after_attempt(ctx, attempt)  # does not raise
 
 
 # --- through a gateway -------------------------------------------------------------------------

@@ -19,7 +19,14 @@ import openai
 import pytest
 
 from sluice.config import ProviderConfig, RoutingConfig
-from sluice.errors import NoRouteSucceeded, RateLimited, UpstreamError, is_context_length_error
+from sluice.errors import (
+    MAX_RETRY_AFTER,
+    NoRouteSucceeded,
+    RateLimited,
+    UpstreamError,
+    is_context_length_error,
+    parse_retry_after,
+)
 from sluice.pipeline.attempts import error_from_event, final_error
 from sluice.pipeline.context import Attempt, RequestContext
 from sluice.providers import create_adapter
@@ -169,6 +176,28 @@ def test_every_route_rate_limited_without_a_wait_is_429_without_retry_after(gw: 
         _sdk(gw).responses.create(model="two", input="hi")
     assert "retry-after" not in caught.value.response.headers
     assert [r.json["model"] for r in upstream.requests] == ["two-a", "two-a", "two-b", "two-b"]
+
+
+@pytest.mark.parametrize("wait", ["1e999", "nan", "-inf"])
+def test_a_retry_after_that_is_no_number_of_seconds_is_ignored(gw: RunningGateway, upstream: ReplayServer,
+                                                               wait: str) -> None:
+    # An infinite wait was a cooldown that never ends, then a 500 writing the client's Retry-After.
+    upstream.enqueue([_rate_limited(wait)] * 4)
+    with pytest.raises(openai.RateLimitError) as caught:
+        _sdk(gw).responses.create(model="two", input="hi")
+    assert "retry-after" not in caught.value.response.headers
+    assert len(upstream.requests) == 4  # each route retried once after a backoff, as without a wait
+
+
+def test_retry_after_values_are_bounded_seconds() -> None:
+    assert parse_retry_after("12.5") == 12.5
+    assert parse_retry_after("-5") == 0.0
+    assert parse_retry_after("Wed, 21 Oct 1999 07:28:00 GMT") == 0.0  # a date past
+    assert parse_retry_after("99999999999") == MAX_RETRY_AFTER
+    assert parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT") == MAX_RETRY_AFTER
+    for bad in ("1e999", "nan", "inf", "soon", ""):
+        assert parse_retry_after(bad) is None
+    assert "retry-after" not in RateLimited("x", retry_after=float("inf")).headers
 
 
 @pytest.mark.parametrize("rate_limited_first", [True, False], ids=["429-then-503", "503-then-429"])

@@ -269,6 +269,26 @@ def test_metrics_recorded_on_one_replica_are_read_on_the_other(shared_redis: tup
     run(test)
 
 
+def test_a_pull_reads_only_the_most_recently_measured_routes(shared_redis: tuple[redis.Redis, str],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # Ad-hoc `provider/any-model` labels come from client input: a week of them must not all be
+    # read back (168 hours each) nor kept.
+    client, prefix = shared_redis
+    monkeypatch.setattr("sluice.routing.shared.MAX_LABELS", 5)
+    now = time.time()
+    client.zadd(f"{prefix}metrics:labels", {f"p/m{n}": now - 100 + n for n in range(20)})
+
+    async def test() -> None:
+        shared = replica(live(), prefix)
+        try:
+            await shared._pull(hours=True)
+            assert sorted(shared._hours.buckets) == [f"p/m{n}" for n in range(15, 20)]
+        finally:
+            await shared.stop()
+
+    run(test)
+
+
 # --- two `sluice serve` processes ----------------------------------------------------------------
 
 TEST_DB = 9  # the shared server's database for these tests; every name in it is unique to the run

@@ -182,18 +182,26 @@ def _may_be_context_length(status: int) -> bool:
     return status in CLIENT_FAULT or status >= 500 or status < 400
 
 
+# The longest `Retry-After` taken as given: a day. A provider (or anything in between) may send
+# "1e999", "nan" or a date in the year 9999; none of those may become a cooldown that never ends
+# or a header that cannot be written.
+MAX_RETRY_AFTER = 86_400.0
+
+
 def parse_retry_after(value: str) -> float | None:
-    """A `Retry-After` header (seconds, or an HTTP date) as seconds from now."""
+    """A `Retry-After` header (seconds, or an HTTP date) as seconds from now, within 0..`MAX_RETRY_AFTER`."""
     value = value.strip()
     try:
-        return max(float(value), 0.0)
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+            seconds = when.timestamp() - time.time()
+        except (TypeError, ValueError, OverflowError):
+            return None
+    if not math.isfinite(seconds):
         return None
-    return max(when.timestamp() - time.time(), 0.0)
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
 # In-stream error codes (a Responses `error` event carries a code, not a status) -> HTTP status.
@@ -252,7 +260,7 @@ class RateLimited(GatewayError):
 
     def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
         headers = dict(kw.pop("headers", None) or {})
-        if retry_after is not None:
+        if retry_after is not None and math.isfinite(retry_after):
             # Whole seconds, rounded up: coming back a fraction early would only meet the limit again.
             headers["retry-after"] = str(max(0, math.ceil(retry_after)))
         super().__init__(message, headers=headers, **kw)

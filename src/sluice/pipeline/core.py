@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -35,6 +36,8 @@ from sluice.routing.policy import DefaultPolicy, RoutingPolicy
 from sluice.routing.router import plan
 from sluice.routing.trace import routing_trace
 from sluice.state.keys import Principal
+
+log = logging.getLogger("sluice")
 
 
 class Pipeline:
@@ -214,6 +217,11 @@ class Pipeline:
         for attempt in ctx.attempts:
             if attempt.outcome == "pending":
                 attempt.fail(gone, now)
+                # Every attempt ends with the policy told (it hands on a half-open probe this one held).
+                try:
+                    self.policy.after_attempt(ctx, attempt)
+                except Exception:
+                    log.exception("the routing policy failed on an abandoned attempt")
         ctx.error = gone
         if self.hooks:
             task = asyncio.get_running_loop().create_task(run_hooks(self.hooks, ctx))

@@ -229,7 +229,7 @@ def _retry_delay(details: list[dict[str, Any]]) -> str | None:
         if isinstance(delay, str) and delay.endswith("s"):
             try:
                 return str(max(1, math.ceil(float(delay[:-1]))))
-            except ValueError:
+            except (ValueError, OverflowError):  # "1e999s": no usable wait
                 return None
     return None
 

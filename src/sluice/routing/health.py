@@ -10,9 +10,10 @@ Per route label (`provider/model`), a small circuit breaker:
 - **half-open**: once the cooldown is over, one request at a time may probe the route; a success
   closes it, a failure opens it again for longer.
 
-A 429 with `Retry-After` puts the route in cooldown for exactly that long: the provider said when
-to come back. Cooldown ends are wall-clock times, so `routing/shared.py` can share them between
-replicas (`changes` / `apply_remote`).
+A 429 with `Retry-After` puts the route in cooldown for that long (the provider said when to come
+back), at most `max_duration`: past it the route is probed like any other. Cooldown ends are
+wall-clock times, so `routing/shared.py` can share them between replicas (`changes` /
+`apply_remote`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ _NOT_THE_ROUTE = CLIENT_FAULT | {499}
 
 # The error-rate window is counted in this many slots: O(1) per outcome, whatever the traffic.
 _SLOTS = 6
+# Routes tracked; past it the oldest is forgotten. Ad-hoc `provider/any-model` routes make labels
+# from client input, so the map must be bounded (as `RouteMetrics` is).
+MAX_ROUTES = 4096
 
 RATE_LIMITED = "rate_limited"
 FAILING = "failing"
@@ -100,12 +104,28 @@ class RouteHealth:
         state = self._routes.get(label)
         return state.until if state is not None else 0.0
 
+    def release(self, label: str) -> None:
+        """A half-open probe ended without an answer about the route (the client left, the request's
+        own fault, or it was never sent): the next caller probes instead of waiting for `duration`."""
+        state = self._routes.get(label)
+        if state is not None:
+            state.probe_until = 0.0
+
+    def _state(self, label: str) -> _Route:
+        state = self._routes.get(label)
+        if state is None:
+            routes = self._routes
+            if len(routes) >= MAX_ROUTES:
+                del routes[next(iter(routes))]
+            state = routes[label] = _Route()
+        return state
+
     def success(self, label: str) -> None:
         if not self.config.enabled:
             return
         state = self._routes.get(label)
         if state is None:
-            state = self._routes[label] = _Route()
+            state = self._state(label)
         elif state.until:
             state.consecutive = state.strikes = 0
             state.until = state.probe_until = 0.0
@@ -116,28 +136,26 @@ class RouteHealth:
         if not self.config.enabled or not self.counts(error):
             return
         now = time.time()
-        state = self._routes.get(label)
-        if state is None:
-            state = self._routes[label] = _Route()
+        state = self._state(label)
         state.consecutive += 1
         slot = self._count(state, now, False)
         if error.status == 429 and error.retry_after:
-            self._open(label, state, now + error.retry_after, RATE_LIMITED)
+            self._open(label, state, now + min(error.retry_after, self.config.max_duration), RATE_LIMITED)
             return
         config = self.config
         probing = state.until and now >= state.until  # a half-open probe failed
         total, failed = state.tally(slot)
         if probing or state.consecutive >= config.failures or (
                 total >= config.min_requests and failed >= config.error_rate * total):
-            duration = min(config.duration * 2 ** state.strikes, config.max_duration)
+            # (strikes keep growing while a route fails as the last resort: 2**1024 overflows a float)
+            duration = min(config.duration * 2 ** min(state.strikes, 64), config.max_duration)
             state.strikes += 1
             self._open(label, state, now + duration, FAILING)
 
     def apply_remote(self, label: str, until: float, reason: str) -> None:
         """A cooldown another replica opened."""
-        state = self._routes.get(label)
-        if state is None:
-            state = self._routes[label] = _Route()
+        until = min(until, time.time() + self.config.max_duration)  # never longer than one opened here
+        state = self._state(label)
         if until > state.until:
             state.until, state.reason, state.probe_until = until, reason, 0.0
 

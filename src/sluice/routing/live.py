@@ -8,6 +8,7 @@ request path.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,8 @@ from sluice.routing.router import DEFAULT_OUTPUT_TOKENS, requested_sort
 
 if TYPE_CHECKING:
     from sluice.pipeline.context import Attempt, RequestContext
+
+log = logging.getLogger("sluice")
 
 
 class LiveRouting:
@@ -58,7 +61,11 @@ class LiveRouting:
         ttft = attempt.first_token - attempt.started if attempt.first_token is not None else None
         error = attempt.error
         if error is not None and not self.health.counts(error):
-            return  # the request's own fault (or the client leaving) says nothing about the route
+            # The request's own fault (or the client leaving) says nothing about the route; a
+            # half-open probe that ended so hands the probe on to the next caller.
+            if ctx.routing.get("probe") == label:
+                self.health.release(label)
+            return
         usage = (ctx.response or {}).get("usage") if attempt.outcome == "ok" else None
         self.metrics.record(label, ok=attempt.outcome == "ok", latency=latency, ttft=ttft,
                             output_tokens=usage.get("output_tokens") if usage else None,
@@ -87,17 +94,30 @@ class LivePolicy:
         routes = self.inner.order(ctx, routes)
         live = self.live
         health = live.health
-        cooling = [route for route in routes if health.is_cooling(route.label)]
-        if cooling and len(cooling) == len(routes):
+        is_cooling = health.is_cooling
+        for route in routes:
+            if not is_cooling(route.label):
+                break
+        else:
             # Nothing is in rotation: rather than refuse the request, the failing route that comes
             # back soonest is tried anyway (routes cooling for a rate limit are not: the provider
             # said when to come back, and the client gets that as a 429).
-            failing = [route for route in cooling if health.reason(route.label) == FAILING]
+            failing = [route for route in routes if health.reason(route.label) == FAILING]
             if failing:
                 ctx.routing["last_resort"] = min(failing, key=lambda route: health.until(route.label)).label
         affinity = live.affinity
         if len(routes) < 2 or not affinity.config.enabled:
             return routes
+        try:
+            return self._sticky(ctx, routes)
+        except Exception:  # what affinity knows only reorders: a bug there must not fail the request
+            log.exception("cache affinity failed; routes kept in their planned order")
+            return routes
+
+    def _sticky(self, ctx: RequestContext, routes: list[Route]) -> list[Route]:
+        """`routes` with the one holding the request's prompt cache first, when it should be."""
+        live = self.live
+        health, affinity = live.health, live.affinity
         key = affinity.key(ctx)
         if key is None:
             return routes
@@ -117,7 +137,16 @@ class LivePolicy:
         return [sticky, *routes[:index], *routes[index + 1:]]
 
     def before_attempt(self, ctx: RequestContext, route: Route) -> Skip | None:
-        cooling = self.live.health.cooling(route.label)
+        health = self.live.health
+        cooling = health.cooling(route.label)
+        if cooling is None and health.is_cooling(route.label):
+            # Past its cooldown, this request just became the route's half-open probe: it must
+            # hand the probe on if it ends without an answer about the route.
+            ctx.routing["probe"] = route.label
+            skip = self.inner.before_attempt(ctx, route)
+            if skip is not None:
+                health.release(route.label)
+            return skip
         if cooling is not None and ctx.routing.get("last_resort") != route.label \
                 and not (cooling[0] == RATE_LIMITED and _retrying(ctx, route)):
             # (A retry the policy scheduled after the route's own Retry-After has waited for it.)
@@ -134,7 +163,10 @@ class LivePolicy:
         return self.inner.before_attempt(ctx, route)
 
     def after_attempt(self, ctx: RequestContext, attempt: Attempt) -> Decision:
-        self.live.observe(ctx, attempt)
+        try:
+            self.live.observe(ctx, attempt)
+        except Exception:  # learning from an attempt must never fail the request
+            log.exception("routing could not record the attempt on %s", attempt.route.label)
         return self.inner.after_attempt(ctx, attempt)
 
     @staticmethod

@@ -51,6 +51,8 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from sluice.routing.metrics import MAX_LABELS
+
 if TYPE_CHECKING:
     from sluice.routing.live import LiveRouting
 
@@ -252,7 +254,7 @@ class SharedRouting:
     async def stop(self, flush: float = 0.5) -> None:
         """Stop the tasks, send what was learned since their last turn (if Redis answers, within `flush` s), close."""
         pending = set(self._tasks)
-        for _ in range(20):
+        for _ in range(20 if pending else 0):  # (never started: nothing to cancel, `wait` refuses an empty set)
             # Cancelled again until done: on Python 3.11 a cancellation that lands as redis-py's
             # `wait_for` around a socket write completes is lost (the task carries on reading).
             for task in pending:
@@ -503,7 +505,10 @@ class SharedRouting:
         now, clock = time.time(), asyncio.get_running_loop().time()
         key = self._labels_key()
         async with asyncio.timeout(self.timeout * 4):
-            active = await self.client.zrangebyscore(key, now - HOURS_WINDOW, "+inf", withscores=True)
+            # The most recently measured routes only, as many as a replica keeps of its own: ad-hoc
+            # `provider/any-model` labels come from client input, and each costs reads and memory.
+            active = await self.client.zrevrangebyscore(key, "+inf", now - HOURS_WINDOW, start=0, num=MAX_LABELS,
+                                                        withscores=True)
         # Only routes measured within a window are read for it: a route gone from every config
         # costs nothing after a week.
         recent = [label for label, pushed in active if pushed >= now - MINUTES_READ * 60 - 60]
