@@ -50,7 +50,7 @@ class Pipeline:
         }
         # What routing learns while serving (measurements, route health, cache affinity).
         self.live = LiveRouting(config.routing)
-        self.policy: RoutingPolicy = policy or LivePolicy(DefaultPolicy(config.routing), self.live)
+        self.policy: RoutingPolicy = policy or LivePolicy(DefaultPolicy(config.routing), self.live, catalog)
         self.stages: list[Stage] = list(stages)
         self.hooks: list[Hook] = list(hooks)
         self._background: set[asyncio.Task[None]] = set()

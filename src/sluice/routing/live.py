@@ -17,7 +17,7 @@ from sluice.accounting.estimate import estimate_usage
 from sluice.config import RoutingConfig
 from sluice.errors import UpstreamError
 from sluice.routing.affinity import Affinity
-from sluice.routing.catalog import Route
+from sluice.routing.catalog import Catalog, Route
 from sluice.routing.health import FAILING, RATE_LIMITED, RouteHealth
 from sluice.routing.metrics import RouteMetrics
 from sluice.routing.policy import Decision, RoutingPolicy, Skip
@@ -86,9 +86,10 @@ class LivePolicy:
     attempt back into `LiveRouting`. A request whose model has one candidate pays one dict lookup.
     """
 
-    def __init__(self, inner: RoutingPolicy, live: LiveRouting) -> None:
+    def __init__(self, inner: RoutingPolicy, live: LiveRouting, catalog: Catalog | None = None) -> None:
         self.inner = inner
         self.live = live
+        self.catalog = catalog
 
     def order(self, ctx: RequestContext, routes: list[Route]) -> list[Route]:
         routes = self.inner.order(ctx, routes)
@@ -127,7 +128,7 @@ class LivePolicy:
             return routes
         label, warm = held
         index = next((i for i, route in enumerate(routes) if route.label == label), 0)
-        if index == 0 or health.is_cooling(label) or self._pinned(ctx):
+        if index == 0 or health.is_cooling(label) or self._pinned(ctx.client_request.req.model):
             return routes
         sticky = routes[index]
         cost_sorted = requested_sort(ctx.client_request, live.config) == "cost"
@@ -169,10 +170,14 @@ class LivePolicy:
             log.exception("routing could not record the attempt on %s", attempt.route.label)
         return self.inner.after_attempt(ctx, attempt)
 
-    @staticmethod
-    def _pinned(ctx: RequestContext) -> bool:
-        """A `provider/model` request: the client chose the route, affinity does not move it."""
-        return "/" in ctx.client_request.req.model
+    def _pinned(self, model: str) -> bool:
+        """A `provider/model` request: the client chose the route, affinity does not move it.
+
+        (A catalog model whose own name has a slash, `meta-llama/x`, is not a pin.)
+        """
+        if self.catalog is not None:
+            return self.catalog.pinned_provider(model) is not None
+        return "/" in model
 
 
 def _retrying(ctx: RequestContext, route: Route) -> bool:
