@@ -176,3 +176,29 @@ def test_the_sdk_sees_one_clean_stream(gw: RunningGateway, upstream: ReplayServe
     with client.responses.stream(model=f"via-{kind}", input="hi") as stream:
         final = stream.get_final_response()
     assert final.model == "p-chat/fallback-model" and final.output_text == _fallback_text()
+
+
+# The upstream opened an item (and its part) and then broke: nothing the client could see was
+# sent yet, so the stream still fails over. (events before the cut: OpenAI created, in_progress,
+# output_item.added, content_part.added; Anthropic message_start, content_block_start, ping)
+OPENED_THEN_CUT = {"openai": 4, "anthropic": 3}
+
+
+@pytest.mark.parametrize("kind", sorted(OPENED_THEN_CUT))
+def test_a_stream_cut_after_an_empty_item_opened_fails_over(gw: RunningGateway, upstream: ReplayServer,
+                                                            kind: str) -> None:
+    upstream.enqueue(a_success(kind, stream=True), fail_after_events=OPENED_THEN_CUT[kind])
+    upstream.enqueue(load(CHAT_STREAM)[0])
+    with httpx.stream("POST", f"{gw.url}/v1/responses", headers={"authorization": f"Bearer {MASTER_KEY}"},
+                      json={"model": f"via-{kind}", "input": "hi", "stream": True}, timeout=20) as resp:
+        assert resp.status_code == 200
+        events = read_events(resp)
+    assert_well_formed(events)
+    kinds = [e["type"] for e in events]
+    assert kinds.count("response.created") == 1 and "error" not in kinds
+    final = events[-1]["response"]
+    assert final["model"] == "p-chat/fallback-model"
+    assert [a["outcome"] for a in final["routing"]["attempts"]][-1] == "ok"
+    assert final["routing"]["attempts"][0]["provider"] == f"p-{kind}"
+    # Only the fallback's items reached the client: none of the broken route's.
+    assert kinds.count("response.output_item.added") == len(final["output"])

@@ -40,6 +40,13 @@ from sluice.state.keys import Principal
 log = logging.getLogger("sluice")
 
 
+# Events that open an item or a part and show nothing yet: a stream that fails after them and
+# before any content still fails over.
+_SCAFFOLDING = frozenset({"response.output_item.added", "response.content_part.added",
+                          "response.reasoning_summary_part.added"})
+_FAILURES = frozenset({"error", "response.failed"})
+
+
 class Pipeline:
     def __init__(self, config: Config, catalog: Catalog, *, policy: RoutingPolicy | None = None,
                  stages: Sequence[Stage] = (), hooks: Sequence[Hook] = ()) -> None:
@@ -121,6 +128,7 @@ class Pipeline:
         adapter = self.adapters[route.provider]
         ctx.dropped_tools = adapter.dropped_tools(ctx.request)  # the attempt that answers leaves its own
         upstream = adapter.stream(ctx.request, route.model)
+        held: list[Event] = []
         try:
             while True:
                 batch = await anext(upstream, None)
@@ -128,14 +136,19 @@ class Pipeline:
                     raise UpstreamError(f"{adapter.name}: the upstream closed the stream without sending anything.",
                                         provider=adapter.name, retryable=True, status=502,
                                         code="upstream_empty_stream")
-                if not batch:
+                for event in batch:
+                    kind = event["type"]
+                    if kind in _FAILURES:
+                        attempt.usage = (event.get("response") or {}).get("usage")
+                        raise error_from_event(event, adapter)
+                    if kind not in _SCAFFOLDING:
+                        break  # content: the stream is this route's from here on
+                else:
+                    held += batch  # only empty items and parts opened so far: nothing to show yet
                     continue
-                if batch[0]["type"] in ("error", "response.failed"):
-                    attempt.usage = (batch[0].get("response") or {}).get("usage")
-                    raise error_from_event(batch[0], adapter)
                 attempt.first_token = time.monotonic()
                 ctx.route = route
-                return batch, upstream
+                return (held + batch if held else batch), upstream
         except BaseException:
             await upstream.aclose()  # type: ignore[attr-defined]  # releases the upstream connection
             raise
