@@ -290,14 +290,18 @@ class SharedRouting:
             self._collect_changes()
             if not (self._cooldowns or self._affinities) or backoff.waiting():
                 continue
-            try:
-                await self._publish()
-            except Exception as exc:  # whatever failed, the loop must go on
-                self.link.failed("publish", exc)
-                backoff.failed()
-            else:
-                self.link.ok()
-                backoff.reset()
+            await self._guarded("publish", backoff, self._publish)
+
+    async def _guarded(self, what: str, backoff: _Backoff, exchange: Callable[[], Awaitable[None]]) -> None:
+        """One exchange with Redis: a failure marks the link down and backs off, and never escapes."""
+        try:
+            await exchange()
+        except Exception as exc:  # whatever failed, the loop must go on
+            self.link.failed(what, exc)
+            backoff.failed()
+        else:
+            self.link.ok()
+            backoff.reset()
 
     def _collect_changes(self) -> None:
         health, affinity = self.live.health, self.live.affinity
@@ -443,25 +447,22 @@ class SharedRouting:
         backoff = _Backoff()
         loop = asyncio.get_running_loop()
         next_pull = next_hours = 0.0
+
+        async def exchange() -> None:
+            nonlocal next_pull, next_hours
+            await self._push()
+            # Pushed first, then read: the view read back includes this replica's latest.
+            if loop.time() >= next_pull:
+                await self._pull(hours=loop.time() >= next_hours)
+                next_pull = loop.time() + self.pull_every
+                if loop.time() >= next_hours:
+                    next_hours = loop.time() + self.hours_every
+
         while True:
             await asyncio.sleep(self.push_every)
             self._collect_deltas()  # every turn, Redis or not: the local side stays bounded
-            if backoff.waiting():
-                continue
-            try:
-                await self._push()
-                # Pushed first, then read: the view read back includes this replica's latest.
-                if loop.time() >= next_pull:
-                    await self._pull(hours=loop.time() >= next_hours)
-                    next_pull = loop.time() + self.pull_every
-                    if loop.time() >= next_hours:
-                        next_hours = loop.time() + self.hours_every
-            except Exception as exc:  # whatever failed, the loop must go on
-                self.link.failed("metrics", exc)
-                backoff.failed()
-            else:
-                self.link.ok()
-                backoff.reset()
+            if not backoff.waiting():
+                await self._guarded("metrics", backoff, exchange)
 
     def _collect_deltas(self) -> None:
         try:
