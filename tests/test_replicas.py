@@ -9,6 +9,7 @@ two real `sluice serve` processes sharing Redis agree on cooldowns, cache affini
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import os
 import signal
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import httpx
@@ -49,6 +50,19 @@ def shared_redis() -> Iterator[tuple[redis.Redis, str]]:
 
 def live() -> LiveRouting:
     return LiveRouting(RoutingConfig(cooldown=CooldownConfig(failures=2)))
+
+
+@contextlib.asynccontextmanager
+async def sharing(prefix: str, *states: LiveRouting) -> AsyncIterator[None]:
+    """One replica's sharing per state, started in order and stopped at the end of the block."""
+    replicas = [replica(state, prefix) for state in states]
+    try:
+        for one in replicas:
+            await one.start()
+        yield
+    finally:
+        for one in replicas:
+            await one.stop()
 
 
 def replica(state: LiveRouting, prefix: str, url: str = SHARED_URL) -> SharedRouting:
@@ -95,11 +109,8 @@ def test_a_cooldown_reaches_the_other_replica_within_a_second(shared_redis: tupl
 
     async def test() -> None:
         a, b = live(), live()
-        sa, sb = replica(a, prefix), replica(b, prefix)
-        await sa.start()
-        await sb.start()
-        own = Recorder(a.health)
-        try:
+        async with sharing(prefix, a, b):
+            own = Recorder(a.health)
             assert b.health.cooling(LABEL) is None
             fail(a, LABEL)
             assert a.health.cooling(LABEL) is not None
@@ -110,9 +121,6 @@ def test_a_cooldown_reaches_the_other_replica_within_a_second(shared_redis: tupl
             assert reason == "failing" and 25 < left <= 30  # the default first cooldown: 30 s
             assert took < 1.0
             assert own.calls == []  # a replica ignores its own messages
-        finally:
-            await sa.stop()
-            await sb.stop()
 
     run(test)
 
@@ -122,19 +130,13 @@ def test_an_affinity_reaches_the_other_replica(shared_redis: tuple[redis.Redis, 
 
     async def test() -> None:
         a, b = live(), live()
-        sa, sb = replica(a, prefix), replica(b, prefix)
-        await sa.start()
-        await sb.start()
-        received = Recorder(b.affinity)
-        try:
+        async with sharing(prefix, a, b):
+            received = Recorder(b.affinity)
             expires = time.time() + 300
             # What `Affinity.served` leaves for sharing: (key, route label, expires, cached tokens).
             a.affinity.changes.append(("kprefix-1", LABEL, expires, 1024))
             await until(lambda: received.calls, 1.0, "the affinity did not reach the other replica within a second")
             assert received.calls == [("kprefix-1", LABEL, pytest.approx(expires), 1024)]
-        finally:
-            await sa.stop()
-            await sb.stop()
 
     run(test)
 
@@ -200,10 +202,7 @@ def test_metric_deltas_add_up_across_replicas(shared_redis: tuple[redis.Redis, s
         a, b = live(), live()
         ma, mb = RecordingMetrics(), RecordingMetrics()
         a.metrics, b.metrics = ma, mb  # type: ignore[assignment]
-        sa, sb = replica(a, prefix), replica(b, prefix)
-        await sa.start()
-        await sb.start()
-        try:
+        async with sharing(prefix, a, b):
             minute = int(time.time() // 60)
             ma.deltas.append((LABEL, minute, {"requests": 2.0, "latency_sum": 0.5}))
             ma.deltas.append((LABEL, minute - 1, {"requests": 1.0, "latency_sum": 0.25}))
@@ -228,9 +227,6 @@ def test_metric_deltas_add_up_across_replicas(shared_redis: tuple[redis.Redis, s
             ttl = client.ttl(f"{prefix}metrics:{LABEL}:m:{minute}")
             assert 7000 < ttl <= 7200
             assert 8 * 86400 - 100 < client.ttl(f"{prefix}metrics:{LABEL}:h:{hour}") <= 8 * 86400
-        finally:
-            await sa.stop()
-            await sb.stop()
 
     run(test)
 
@@ -245,10 +241,7 @@ def test_metrics_recorded_on_one_replica_are_read_on_the_other(shared_redis: tup
 
     async def test() -> None:
         a, b = live(), live()
-        sa, sb = replica(a, prefix), replica(b, prefix)
-        await sa.start()
-        await sb.start()
-        try:
+        async with sharing(prefix, a, b):
             assert b.metrics.value(LABEL, "total_requests", 900) is None
             for latency, ttft in ((0.2, 0.1), (0.4, 0.3)):
                 a.metrics.record(LABEL, ok=True, latency=latency, ttft=ttft, output_tokens=10, input_tokens=20)
@@ -262,9 +255,6 @@ def test_metrics_recorded_on_one_replica_are_read_on_the_other(shared_redis: tup
             assert b.metrics.value(LABEL, "output_tokens", 900) == pytest.approx(10)
             # Windows past an hour read the hours: the same numbers.
             await until(lambda: b.metrics.value(LABEL, "total_requests", 86400) == 3, 3.0, "B never read the hours")
-        finally:
-            await sa.stop()
-            await sb.stop()
 
     run(test)
 
