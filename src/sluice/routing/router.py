@@ -119,6 +119,11 @@ def plan(parsed: CanonicalRequest, catalog: Catalog, config: RoutingConfig | Non
     seen: set[tuple[str, str]] = set()
     kept_groups: list[list[Route]] = []
     kept_pinned = 0
+    # The same sort at both levels (a config default sets both) orders the routes once, across all
+    # of them: sorting each model's routes first would give the same order at twice the cost.
+    # Not for `performance`, whose two levels weigh the model's and the route's ranks differently.
+    if provider_sort == model_sort and provider_sort != "performance":
+        provider_sort = None
     for index, group in enumerate(groups):
         fixed = pinned if index == 0 else 0
         head = [r for r in group[:fixed] if id(r) in keep]
