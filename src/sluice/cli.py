@@ -75,6 +75,8 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
     workers = args.workers or server.workers
     log_level = (args.log_level or server.log_level).lower()
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if log_level != "debug":  # Alembic narrates its setup at INFO; Sluice logs what the migration did
+        logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         catalog = build_catalog(config)  # fail fast, before forking workers
     except ConfigError as exc:

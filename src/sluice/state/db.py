@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import stat
+import threading
 from typing import Any
 
 import sqlalchemy as sa
@@ -40,6 +42,7 @@ api_keys = sa.Table(
 # The PostgreSQL advisory lock that serializes schema changes across processes and hosts
 # (any fixed 64-bit number; this one spells "sluice").
 _MIGRATION_LOCK = 0x736C75696365
+_IN_PROCESS = threading.Lock()
 
 
 def async_url(url: str) -> str:
@@ -123,11 +126,12 @@ def _create_private_file(path: str | None) -> None:
 
 
 async def migrate(engine: AsyncEngine) -> Migration:
-    """Bring the schema to the newest revision (Alembic, `sluice.state.migrations`). Safe to run
-    from many processes at once; cheap when there is nothing to do.
+    """Bring the schema to the newest revision (Alembic scripts in `sluice.state.migrations`).
 
-    A database already at head costs one plain query and no lock, so every worker can call this
-    at startup. Otherwise the upgrade runs in one transaction that holds the database's migration
+    Safe to run from many processes at once, idempotent, and cheap when there is nothing to do.
+
+    A database already at head costs two small queries, no lock and no Alembic import, so every
+    worker can call this at startup. Otherwise the upgrade runs in one transaction that holds the database's migration
     lock, and reads the revision again under it: the first process migrates, the others wait,
     then find head and do nothing. On PostgreSQL the lock is a transaction-scoped advisory lock
     (DDL there is transactional too: a failed migration leaves nothing behind); on SQLite it is
@@ -140,13 +144,20 @@ async def migrate(engine: AsyncEngine) -> Migration:
         current = await conn.run_sync(current_revision)
     if current == HEAD:
         return Migration(current, current)
-    async with engine.connect() as conn:
-        if conn.dialect.name == "sqlite":
-            await conn.exec_driver_sql("BEGIN IMMEDIATE")  # the database's write lock, until commit
-        elif conn.dialect.name == "postgresql":
-            await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK})
-        done = await conn.run_sync(upgrade)
-        await conn.commit()
+    # Alembic's `context` and `op` are module globals: one migration per process at a time (two
+    # engines on two databases would share them). Taken before the database's lock, always.
+    while not _IN_PROCESS.acquire(blocking=False):
+        await asyncio.sleep(0.01)  # not a blocking wait: it would stop the event loop the holder runs on
+    try:
+        async with engine.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                await conn.exec_driver_sql("BEGIN IMMEDIATE")  # the database's write lock, until commit
+            elif conn.dialect.name == "postgresql":
+                await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK})
+            done = await conn.run_sync(upgrade)
+            await conn.commit()
+    finally:
+        _IN_PROCESS.release()
     if done.changed:
         log.info("database schema: %s", describe_migration(done))
     return done
