@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -17,9 +18,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.schema import CreateTable
 
+from sluice.state import db, schema
 from sluice.state.db import create_engine, metadata, migrate
 from sluice.state.keys import KeyStore
-from sluice.state.migrations import BASELINE, HEAD, VERSION_TABLE, Migration, alembic_config
+from sluice.state.schema import BASELINE, HEAD, VERSION_TABLE, Migration, alembic_config
 from tests.pg_shared import fresh_database
 from tests.test_database import migrate_concurrently
 
@@ -88,7 +90,7 @@ def test_head_is_the_scripts_head() -> None:
     from alembic.script import ScriptDirectory
 
     scripts = ScriptDirectory.from_config(alembic_config())
-    assert scripts.get_heads() == [HEAD], "set sluice.state.migrations.HEAD to the newest revision"
+    assert scripts.get_heads() == [HEAD], "set sluice.state.schema.HEAD to the newest revision"
     assert scripts.get_base() == BASELINE
 
 
@@ -130,6 +132,25 @@ def test_a_database_from_before_migrations_is_adopted(url: str) -> None:
     assert _rows(url, f"SELECT version_num FROM {VERSION_TABLE}") == [(HEAD,)]
     assert _schema_diff(url) == []
     assert _with_engine(url, migrate) == Migration(HEAD, HEAD)
+
+
+def test_a_failing_migration_leaves_the_schema_as_it_was(url: str, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """One transaction on both engines: a revision that fails halfway leaves neither its tables nor its stamp."""
+    _with_engine(url, migrate)
+    scripts = tmp_path / "migrations"
+    shutil.copytree(schema.SCRIPTS, scripts, ignore=shutil.ignore_patterns("__pycache__"))
+    (scripts / "versions" / "9000_broken.py").write_text(
+        f"import sqlalchemy as sa\nfrom alembic import op\nrevision = '9000'\ndown_revision = {HEAD!r}\n"
+        "def upgrade():\n"
+        "    op.create_table('half_done', sa.Column('id', sa.Integer, primary_key=True))\n"
+        "    op.execute('SELECT * FROM no_such_table')\n")
+    monkeypatch.setattr(schema, "SCRIPTS", scripts)
+    monkeypatch.setattr(db, "HEAD", "9000")
+    with pytest.raises(sa.exc.DBAPIError):
+        _with_engine(url, migrate)
+    assert _rows(url, f"SELECT version_num FROM {VERSION_TABLE}") == [(HEAD,)]
+    assert _schema_diff(url) == []  # no `half_done`
 
 
 def test_concurrent_migrations(url: str) -> None:

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from sluice.config import DatabaseConfig
-from sluice.state.migrations import (
+from sluice.state.schema import (
     BASELINE,
     HEAD,
     Migration,
@@ -126,7 +126,7 @@ def _create_private_file(path: str | None) -> None:
 
 
 async def migrate(engine: AsyncEngine) -> Migration:
-    """Bring the schema to the newest revision (Alembic scripts in `sluice.state.migrations`).
+    """Bring the schema to the newest revision (the Alembic scripts in `state/migrations/`).
 
     Safe to run from many processes at once, idempotent, and cheap when there is nothing to do.
 

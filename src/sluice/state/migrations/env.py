@@ -1,6 +1,6 @@
 """Alembic's environment for Sluice's schema.
 
-At runtime `sluice.state.migrations.upgrade` hands over a connection already inside a locked
+At runtime `sluice.state.schema.upgrade` hands over a connection already inside a locked
 transaction (`config.attributes["connection"]`); Alembic runs in it and leaves the commit to the
 caller. Run through Alembic's own commands without a connection (writing a new revision with
 autogenerate), it opens one from the `sqlalchemy.url` main option with Sluice's async engine.
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import context
 
 from sluice.state.db import metadata
-from sluice.state.migrations import VERSION_TABLE
+from sluice.state.schema import VERSION_TABLE
 
 config = context.config
 

@@ -1,12 +1,14 @@
-"""Sluice's schema, versioned: Alembic migration scripts (`versions/`) and the code that applies them.
+"""Sluice's schema, versioned: the code that applies the Alembic scripts in `migrations/`.
 
 `sluice.state.db.migrate` is the entry point. This module imports Alembic only when there is
-something to do: a database already at `HEAD` is checked with one plain query, so `serve` start
-and every worker's startup do not pay Alembic's import time (~80 ms).
+something to do: a database already at `HEAD` is checked with two small queries, so `serve`
+start and every worker's startup do not pay Alembic's import time (~80 ms).
 
-Adding a migration: write `versions/NNNN_what.py` (`revision = "NNNN"`, `down_revision` the
-previous one), change the tables in `sluice.state.db` to match, and set `HEAD` below. The tests
-check that `HEAD` is the scripts' head and that the migrated schema equals the metadata.
+`migrations/` is a directory of scripts, not a package: Alembic runs its `env.py`, and importing
+it would run it too. Adding a migration: write `migrations/versions/NNNN_what.py` (`revision =
+"NNNN"`, `down_revision` the previous one), change the tables in `sluice.state.db` to match, and
+set `HEAD` below. The tests check that `HEAD` is the scripts' head and that the migrated schema
+equals the metadata (docs/state.md).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ BASELINE = "0001"
 BASELINE_TABLES = frozenset({"api_keys"})
 HEAD = "0001"
 
-SCRIPTS = Path(__file__).resolve().parent
+SCRIPTS = Path(__file__).resolve().parent / "migrations"
 
 
 class SchemaError(Exception):
