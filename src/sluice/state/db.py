@@ -131,11 +131,12 @@ async def migrate(engine: AsyncEngine) -> Migration:
     Safe to run from many processes at once, idempotent, and cheap when there is nothing to do.
 
     A database already at head costs two small queries, no lock and no Alembic import, so every
-    worker can call this at startup. Otherwise the upgrade runs in one transaction that holds the database's migration
-    lock, and reads the revision again under it: the first process migrates, the others wait,
-    then find head and do nothing. On PostgreSQL the lock is a transaction-scoped advisory lock
-    (DDL there is transactional too: a failed migration leaves nothing behind); on SQLite it is
-    the write lock `BEGIN IMMEDIATE` takes, waited for up to the busy timeout.
+    worker can call this at startup. Otherwise the upgrade runs in one transaction that holds
+    the database's migration lock, and reads the revision again under it: the first process
+    migrates, the others wait, then find head and do nothing. On PostgreSQL the lock is a
+    transaction-scoped advisory lock; on SQLite it is the write lock `BEGIN IMMEDIATE` takes,
+    waited for up to the busy timeout. DDL is transactional on both: a failed migration leaves
+    the schema as it was.
 
     A database created before migrations existed (the baseline's tables, no version table) is
     adopted: stamped with the baseline revision, then upgraded; its rows stay.
