@@ -1,5 +1,6 @@
-"""`sluice serve` runs the gateway; `sluice keys create|list|revoke` manages client keys; `sluice conformance`
-checks a running deployment (see `sluice.conformance`)."""
+"""`sluice serve` runs the gateway; `sluice migrate` brings the database's schema up to date (serve does too);
+`sluice keys create|list|revoke` manages client keys; `sluice conformance` checks a running deployment (see
+`sluice.conformance`)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any
 
 from sluice.config import Config, ConfigError, DatabaseConfig, load_config
 from sluice.conformance import runner as conformance
-from sluice.state.db import create_engine, describe_error, display_url, migrate
+from sluice.state.db import create_engine, describe_error, describe_migration, display_url, migrate, schema_status
 from sluice.state.keys import KeyStore
 
 APP = "sluice.http.app:create_app"
@@ -30,6 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, help="port (default 8080)")
     serve.add_argument("--workers", type=int, help="worker processes (default 1)")
     serve.add_argument("--log-level", help="debug, info, warning, error")
+
+    migrate_cmd = commands.add_parser("migrate", help="bring the database's schema up to date (serve does too)")
+    migrate_cmd.add_argument("--config", dest="sub_config", help=argparse.SUPPRESS)
+    migrate_cmd.add_argument("--status", action="store_true", help="say where the schema is; change nothing")
 
     keys = commands.add_parser("keys", help="manage client API keys")
     keys.add_argument("--config", dest="sub_config", help=argparse.SUPPRESS)
@@ -55,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "serve":
         return _serve(config, args)
+    if args.command == "migrate":
+        return asyncio.run(_migrate_command(config.database_config(), status=args.status))
     return asyncio.run(_keys(config, args))
 
 
@@ -68,6 +75,8 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
     workers = args.workers or server.workers
     log_level = (args.log_level or server.log_level).lower()
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if log_level != "debug":  # Alembic narrates its setup at INFO; Sluice logs what the migration did
+        logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         catalog = build_catalog(config)  # fail fast, before forking workers
     except ConfigError as exc:
@@ -94,6 +103,23 @@ async def _migrate(database: DatabaseConfig) -> None:
     engine = create_engine(database)
     try:
         await migrate(engine)
+    finally:
+        await engine.dispose()
+
+
+async def _migrate_command(database: DatabaseConfig, *, status: bool) -> int:
+    where = display_url(database.url)
+    engine = create_engine(database)
+    try:
+        if status:
+            print(f"database {where}: {await schema_status(engine)}")
+        else:
+            print(f"database {where}: {describe_migration(await migrate(engine))}")
+        return 0
+    except Exception as exc:
+        print(f"sluice: cannot {'read' if status else 'migrate'} the database {where}: {describe_error(exc)}",
+              file=sys.stderr)
+        return 1
     finally:
         await engine.dispose()
 

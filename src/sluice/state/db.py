@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import stat
+import threading
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.schema import CreateIndex, CreateTable
 
 from sluice.config import DatabaseConfig
+from sluice.state.schema import (
+    BASELINE,
+    HEAD,
+    Migration,
+    SchemaError,
+    current_revision,
+    pending,
+    unversioned_tables,
+    upgrade,
+)
 
 log = logging.getLogger("sluice")
 
@@ -31,6 +42,7 @@ api_keys = sa.Table(
 # The PostgreSQL advisory lock that serializes schema changes across processes and hosts
 # (any fixed 64-bit number; this one spells "sluice").
 _MIGRATION_LOCK = 0x736C75696365
+_IN_PROCESS = threading.Lock()
 
 
 def async_url(url: str) -> str:
@@ -57,6 +69,8 @@ def describe_error(exc: BaseException) -> str:
         exc = exc.orig  # SQLAlchemy's text carries the statement and its parameters (e.g. a key hash)
     if isinstance(exc, TimeoutError):
         return "timed out"
+    if isinstance(exc, SchemaError):
+        return str(exc)
     text = str(exc).strip()
     first = text.splitlines()[0] if text else ""
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
@@ -111,27 +125,65 @@ def _create_private_file(path: str | None) -> None:
     os.close(fd)
 
 
-async def migrate(engine: AsyncEngine) -> None:
-    """Create whatever the schema lacks. Safe to run from many processes at once.
+async def migrate(engine: AsyncEngine) -> Migration:
+    """Bring the schema to the newest revision (the Alembic scripts in `state/migrations/`).
 
-    `metadata.create_all` checks, then creates: two processes starting on a fresh database
-    both see no table and the second fails with "table ... already exists". Here every
-    statement is `IF NOT EXISTS`, and on PostgreSQL the step holds a transaction-scoped
-    advisory lock, because there even concurrent `CREATE TABLE IF NOT EXISTS` statements can
-    collide on the system catalogs.
+    Safe to run from many processes at once, idempotent, and cheap when there is nothing to do.
+
+    A database already at head costs two small queries, no lock and no Alembic import, so every
+    worker can call this at startup. Otherwise the upgrade runs in one transaction that holds
+    the database's migration lock, and reads the revision again under it: the first process
+    migrates, the others wait, then find head and do nothing. On PostgreSQL the lock is a
+    transaction-scoped advisory lock; on SQLite it is the write lock `BEGIN IMMEDIATE` takes,
+    waited for up to the busy timeout. DDL is transactional on both: a failed migration leaves
+    the schema as it was.
+
+    A database created before migrations existed (the baseline's tables, no version table) is
+    adopted: stamped with the baseline revision, then upgraded; its rows stay.
     """
-    async with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK})
-        await conn.run_sync(_create_missing)
+    async with engine.connect() as conn:
+        current = await conn.run_sync(current_revision)
+    if current == HEAD:
+        return Migration(current, current)
+    # Alembic's `context` and `op` are module globals: one migration per process at a time (two
+    # engines on two databases would share them). Taken before the database's lock, always.
+    while not _IN_PROCESS.acquire(blocking=False):
+        await asyncio.sleep(0.01)  # not a blocking wait: it would stop the event loop the holder runs on
+    try:
+        async with engine.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                await conn.exec_driver_sql("BEGIN IMMEDIATE")  # the database's write lock, until commit
+            elif conn.dialect.name == "postgresql":
+                await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK})
+            done = await conn.run_sync(upgrade)
+            await conn.commit()
+    finally:
+        _IN_PROCESS.release()
+    if done.changed:
+        log.info("database schema: %s", describe_migration(done))
+    return done
 
 
-def _create_missing(conn: sa.Connection) -> None:
-    existing = set(sa.inspect(conn).get_table_names())
-    for table in metadata.sorted_tables:
-        if table.name in existing:
-            continue
-        conn.execute(CreateTable(table, if_not_exists=True))
-        for index in table.indexes:
-            conn.execute(CreateIndex(index, if_not_exists=True))
+async def schema_status(engine: AsyncEngine) -> str:
+    """Where the schema is and what `migrate` would do, in one line. Changes nothing."""
+    async with engine.connect() as conn:
+        current = await conn.run_sync(current_revision)
+        legacy = await conn.run_sync(unversioned_tables) if current is None else set()
+    if current == HEAD:
+        return f"at revision {current} (head), up to date"
+    if legacy:
+        steps = pending(BASELINE)
+        what = f"made before migrations ({', '.join(sorted(legacy))}); `sluice migrate` adopts it as {BASELINE}"
+        return what + (f" and applies {', '.join(steps)}" if steps else "")
+    steps = pending(current)
+    where = f"at revision {current}" if current else "empty"
+    return f"{where}; {len(steps)} pending ({', '.join(steps)}), head {HEAD}: run `sluice migrate`"
 
+
+def describe_migration(done: Migration) -> str:
+    """What `migrate` did, in one line."""
+    if not done.changed:
+        return f"at revision {done.after} (head), nothing to do"
+    if done.adopted:
+        return f"adopted the schema made before migrations as revision {BASELINE}, now at {done.after} (head)"
+    return f"migrated from {done.before or 'an empty database'} to revision {done.after} (head)"
