@@ -149,11 +149,8 @@ def test_create_fails_over(gw: RunningGateway, upstream: ReplayServer, kind: str
     assert len(upstream.requests) == 2 and upstream.requests[-1].path == "/v1/chat/completions"
 
 
-@pytest.mark.parametrize("failure", FAILURES)
-@pytest.mark.parametrize("kind", TYPES)
-def test_stream_fails_over(gw: RunningGateway, upstream: ReplayServer, kind: str, failure: str) -> None:
-    _enqueue_failure(upstream, kind, failure, stream=True)
-    upstream.enqueue(load(CHAT_STREAM)[0])
+def _one_clean_stream(gw: RunningGateway, kind: str) -> list[dict[str, Any]]:
+    """The events of a streamed request for `via-<kind>`: well formed, one start, no error."""
     with httpx.stream("POST", f"{gw.url}/v1/responses", headers={"authorization": f"Bearer {MASTER_KEY}"},
                       json={"model": f"via-{kind}", "input": "hi", "stream": True}, timeout=20) as resp:
         assert resp.status_code == 200
@@ -161,6 +158,15 @@ def test_stream_fails_over(gw: RunningGateway, upstream: ReplayServer, kind: str
     assert_well_formed(events)
     kinds = [e["type"] for e in events]
     assert kinds.count("response.created") == 1 and "error" not in kinds
+    return events
+
+
+@pytest.mark.parametrize("failure", FAILURES)
+@pytest.mark.parametrize("kind", TYPES)
+def test_stream_fails_over(gw: RunningGateway, upstream: ReplayServer, kind: str, failure: str) -> None:
+    _enqueue_failure(upstream, kind, failure, stream=True)
+    upstream.enqueue(load(CHAT_STREAM)[0])
+    events = _one_clean_stream(gw, kind)
     assert events[-1]["type"] == "response.completed"
     assert events[-1]["response"]["model"] == "p-chat/fallback-model"
     text = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
@@ -189,13 +195,8 @@ def test_a_stream_cut_after_an_empty_item_opened_fails_over(gw: RunningGateway, 
                                                             kind: str) -> None:
     upstream.enqueue(a_success(kind, stream=True), fail_after_events=OPENED_THEN_CUT[kind])
     upstream.enqueue(load(CHAT_STREAM)[0])
-    with httpx.stream("POST", f"{gw.url}/v1/responses", headers={"authorization": f"Bearer {MASTER_KEY}"},
-                      json={"model": f"via-{kind}", "input": "hi", "stream": True}, timeout=20) as resp:
-        assert resp.status_code == 200
-        events = read_events(resp)
-    assert_well_formed(events)
+    events = _one_clean_stream(gw, kind)
     kinds = [e["type"] for e in events]
-    assert kinds.count("response.created") == 1 and "error" not in kinds
     final = events[-1]["response"]
     assert final["model"] == "p-chat/fallback-model"
     assert [a["outcome"] for a in final["routing"]["attempts"]][-1] == "ok"
