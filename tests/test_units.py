@@ -50,6 +50,18 @@ def test_config_errors(text: str) -> None:
         parse_config(text)
 
 
+@pytest.mark.parametrize("url", ["http://h:6379", "redis://h:port/0", "redis://:pw-secret@/0", "redis://h/db"])
+def test_a_redis_url_the_client_cannot_use_is_a_config_error(url: str) -> None:
+    with pytest.raises(ConfigError, match="redis") as caught:
+        parse_config(f"redis: '{url}'")
+    assert "pw-secret" not in str(caught.value)
+
+
+def test_redis_urls_that_work() -> None:
+    for url in ("redis://127.0.0.1:6379/0", "rediss://:pw@cache.internal:6380", "unix:///run/redis.sock"):
+        assert parse_config(f"redis: '{url}'").redis == url
+
+
 def test_route_to_undefined_provider_is_a_config_error() -> None:
     config = parse_config("builtin_catalog: false\nmodels: {m: {routes: [{provider: ghost, model: x}]}}")
     with pytest.raises(ConfigError, match="ghost"):
@@ -125,10 +137,10 @@ def test_env_values_cannot_change_the_yaml(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("SLUICE_TEST_KEY", "abc #not-a-comment")
     monkeypatch.setenv("SLUICE_TEST_NUMBER", "12345678")
     monkeypatch.setenv("SLUICE_TEST_PORT", "9090")
-    config = parse_config("master_key: ${SLUICE_TEST_KEY}\nredis: ${SLUICE_TEST_NUMBER}\n"
+    config = parse_config("master_key: ${SLUICE_TEST_KEY}\ndatabase: ${SLUICE_TEST_NUMBER}\n"
                           "server: {port: '${SLUICE_TEST_PORT}'}\n")
     assert config.master_key == "abc #not-a-comment"
-    assert config.redis == "12345678"
+    assert config.database == "12345678"  # a string, as written
     assert config.server.port == 9090
 
 

@@ -332,9 +332,31 @@ def parse_config(text: str, *, source: str = "<config>") -> Config:
             # The URL itself is not repeated: its password would end up in the log.
             raise ConfigError(f"{source}: providers.{name}.base_url {_URL_CREDENTIALS}")
     try:
-        return msgspec.convert(expanded, Config, strict=False)
+        config = msgspec.convert(expanded, Config, strict=False)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{source}: {exc}") from None
+    if config.redis is not None and (problem := _redis_url_problem(config.redis)):
+        # Said at load time, in one line: the URL itself is not repeated (it may carry a password).
+        raise ConfigError(f"{source}: redis: {problem}")
+    return config
+
+
+def _redis_url_problem(url: str) -> str | None:
+    """Why `url` is not a Redis URL the client can use, or None."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises on a port that is not a number
+    except ValueError:
+        return "not a valid URL (expected redis://host:port/db, rediss://... or unix:///path)"
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        return "the URL must start with redis://, rediss:// or unix://"
+    if parts.scheme != "unix" and not parts.hostname:
+        return "the URL names no host"
+    database = parts.path.strip("/")
+    if parts.scheme != "unix" and database and not database.isdigit():
+        return "the database (the URL's path) must be a number, e.g. redis://host:6379/0"
+    del port
+    return None
 
 
 def load_config(path: str | Path | None = None) -> Config:
