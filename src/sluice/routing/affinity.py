@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
@@ -123,8 +124,8 @@ def _asks_one_hour(request: CanonicalRequest) -> bool:
     req = request.req
     if req.cache_control is not None and req.cache_control.ttl == "1h":
         return True
-    marked = [*(req.tools or ()), *request.items]
-    return any(isinstance(mark := thing.get("cache_control"), dict) and mark.get("ttl") == "1h" for thing in marked)
+    return any(isinstance(mark := thing.get("cache_control"), dict) and mark.get("ttl") == "1h"
+               for thing in itertools.chain(req.tools or (), request.items))
 
 
 def derived_prompt_cache_key(caller: Principal, user: str | None) -> str:

@@ -11,7 +11,7 @@ import os
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
@@ -64,11 +64,12 @@ class Route:
     # Every upstream timeout of this route (its own over its provider's over the defaults),
     # resolved once when the catalog is built; None (a route made by hand): the provider's.
     timeouts: Timeouts | None = None
+    # What served the response, as reported in its `model` field: `provider/model`. Made once
+    # here, since routing keys its measurements, cooldowns and affinities by it on every attempt.
+    label: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def label(self) -> str:
-        """What served the response, as reported in its `model` field."""
-        return f"{self.provider}/{self.model}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "label", f"{self.provider}/{self.model}")
 
 
 @dataclass(slots=True)

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 
 from sluice.config import CooldownConfig
-from sluice.errors import CLIENT_FAULT, UpstreamError
+from sluice.errors import CLIENT_FAULT, CONTEXT_LENGTH_EXCEEDED, UpstreamError
 
 # Statuses that say nothing about the route's health: the request's fault, or the client leaving.
 _NOT_THE_ROUTE = CLIENT_FAULT | {499}
@@ -69,7 +69,7 @@ class RouteHealth:
     @staticmethod
     def counts(error: UpstreamError) -> bool:
         """Whether a failure is the route's (a context-length or malformed request is not)."""
-        return error.status not in _NOT_THE_ROUTE and error.code != "context_length_exceeded"
+        return error.status not in _NOT_THE_ROUTE and error.code != CONTEXT_LENGTH_EXCEEDED
 
     def cooling(self, label: str, now: float | None = None) -> tuple[str, float] | None:
         """(reason, seconds left) when the route must be skipped now; None when it may be tried.
@@ -123,11 +123,9 @@ class RouteHealth:
     def success(self, label: str) -> None:
         if not self.config.enabled:
             return
-        state = self._routes.get(label)
-        if state is None:
-            state = self._state(label)
-        elif state.until:
-            state.consecutive = state.strikes = 0
+        state = self._state(label)
+        if state.until:  # a probe (or a request let through as the last resort) succeeded
+            state.strikes = 0
             state.until = state.probe_until = 0.0
         state.consecutive = 0
         self._count(state, time.time(), True)
